@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 import string
 import struct
 from pathlib import Path
+from trace.crypto import codes
+from trace.crypto.codes import CodeId, iter_mint, mint, mint_batch, parse, payload_url
+from trace.crypto.keyring import Keyring, rotate
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-from trace.crypto import codes
-from trace.crypto.codes import CodeId, iter_mint, mint, mint_batch, parse, payload_url
-from trace.crypto.keyring import Keyring, rotate
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
@@ -89,7 +89,7 @@ def test_distinct_serials_and_runs_give_distinct_codes(ring: Keyring) -> None:
 def test_consecutive_serials_look_unrelated(ring: Keyring) -> None:
     # Not enumerable / hides volume: neighbouring serials share no long common prefix.
     batch = mint_batch(ring, 9, 0, 2000).tolist()
-    common = [len(_common_prefix(x[1:], y[1:])) for x, y in zip(batch, batch[1:], strict=False)]
+    common = [len(_common_prefix(x[1:], y[1:])) for x, y in itertools.pairwise(batch)]
     assert max(common) <= 4
 
 
@@ -260,8 +260,8 @@ def test_parse_never_raises_on_junk(ring: Keyring) -> None:
         length = 27 if i % 3 == 0 else rnd.randrange(0, 64)
         junk = "".join(rnd.choice(pool) for _ in range(length))
         assert parse(ring, junk) is None, junk
-    for junk in [None, b"A" * 27, 12345, 3.5, ["A" * 27], {"code": "x"}, object()]:
-        assert parse(ring, junk) is None
+    for not_text in [None, b"A" * 27, 12345, 3.5, ["A" * 27], {"code": "x"}, object()]:
+        assert parse(ring, not_text) is None
 
 
 def test_random_well_formed_strings_never_validate(ring: Keyring) -> None:
@@ -315,9 +315,7 @@ def test_b32encode_rows_edge_values() -> None:
 def test_payload_url(ring: Keyring) -> None:
     code = mint(ring, 1, 1)
     assert payload_url("https://t.example.cn/q/", code) == f"HTTPS://T.EXAMPLE.CN/Q/{code}"
-    assert payload_url("https://t.example.cn/q", code.lower()) == (
-        f"HTTPS://T.EXAMPLE.CN/Q/{code}"
-    )
+    assert payload_url("https://t.example.cn/q", code.lower()) == (f"HTTPS://T.EXAMPLE.CN/Q/{code}")
     assert payload_url("http://10.0.0.5:8080/q/", code).startswith("HTTP://10.0.0.5:8080/Q/")
     url = payload_url("https://t.example.cn/q/", code)
     assert set(url) <= codes.QR_ALPHANUMERIC and len(codes.QR_ALPHANUMERIC) == 45
