@@ -324,3 +324,10 @@ def test_payload_url(ring: Keyring) -> None:
             payload_url(bad_base, code)
     with pytest.raises(ValueError):
         payload_url("https://t.example.cn/q/", code + "#")
+
+
+def test_batch_across_internal_chunk_boundary(ring: Keyring) -> None:
+    edge = codes._MINT_CHUNK
+    batch = mint_batch(ring, 4, 10, edge + 50, key_version=5)
+    for i in [0, edge - 2, edge - 1, edge, edge + 1, edge + 49]:
+        assert batch[i].decode() == _oracle(ring.cipher_key(5), 5, 4, 10 + i)

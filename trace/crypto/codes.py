@@ -109,8 +109,8 @@ def mint_batch(
 ) -> np.ndarray:
     """Codes for serials ``first_serial .. first_serial + count - 1`` as an ``S27`` array.
 
-    One AES-ECB call over a contiguous buffer and a vectorised base32 encoding: no
-    per-label Python work. Memory is ~60 bytes per code at peak; use ``iter_mint`` for
+    AES-ECB over contiguous buffers (one call per 64k codes) and a vectorised base32
+    encoding: no per-label Python work. Memory is ~60 bytes per code at peak; use ``iter_mint`` for
     streaming very large runs.
     """
     version = _minting_version(keyring, key_version)
@@ -160,19 +160,27 @@ def _check_range(run_id: int, first_serial: int, count: int) -> None:
 
 
 def _mint_range(key: bytes, version: int, run_id: int, first_serial: int, count: int) -> np.ndarray:
-    if count == 0:
-        return np.empty(0, dtype=CODE_DTYPE)
-    # Plaintext blocks as four big-endian u32 words: run | serial | 0 | 0.
-    words = np.zeros((count, 4), dtype=">u4")
-    words[:, 0] = run_id
-    words[:, 1] = np.arange(first_serial, first_serial + count, dtype=np.uint64)
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    cipher = encryptor.update(words.tobytes()) + encryptor.finalize()
-    blocks = np.frombuffer(cipher, dtype=np.uint8).reshape(count, BLOCK_BYTES)
     out = np.empty((count, CODE_LENGTH), dtype=np.uint8)
     out[:, 0] = ord(VERSION_ALPHABET[version])
-    b32encode_rows(blocks, out=out[:, 1:])
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    # One AES-ECB call per chunk of up to _MINT_CHUNK blocks (ECB is stateless, so this
+    # equals one call over everything): the working set then stays in cache, which
+    # measured ~1.5x faster for 300k codes than one pass over 5 MB buffers.
+    for start in range(0, count, _MINT_CHUNK):
+        n = min(_MINT_CHUNK, count - start)
+        # Plaintext blocks as four big-endian u32 words: run | serial | 0 | 0.
+        words = np.zeros((n, 4), dtype=">u4")
+        words[:, 0] = run_id
+        first = first_serial + start
+        words[:, 1] = np.arange(first, first + n, dtype=np.uint64)
+        cipher = encryptor.update(words.tobytes())
+        blocks = np.frombuffer(cipher, dtype=np.uint8).reshape(n, BLOCK_BYTES)
+        b32encode_rows(blocks, out=out[start : start + n, 1:])
+    encryptor.finalize()
     return out.view(CODE_DTYPE).reshape(count)
+
+
+_MINT_CHUNK = 65536
 
 
 def b32encode_rows(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
