@@ -1,0 +1,1 @@
+"""marshmallow schemas for the API: one module per resource. Unknown fields are rejected."""

@@ -1,0 +1,102 @@
+"""create_app(config): the only place Flask is wired up."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
+from flask import Flask
+from flask_smorest import Api
+
+from trace import extensions
+from trace.api import problems
+from trace.config import Config
+from trace.db import make_engine, make_session_factory
+
+API_PREFIX = "/api/v1"
+
+
+def _secret_key(config: Config) -> str:
+    """The cookie-signing key: from TRACE_SECRET_KEY, else a file in instance/ (never the repo)."""
+    if config.secret_key:
+        return config.secret_key
+    path = config.instance_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _schema_name(schema: object) -> str:
+    """Component names: partial (PATCH) variants get their own name instead of a warning."""
+    cls = resolve_schema_cls(schema)  # type: ignore[arg-type]
+    name = cls.__name__.removesuffix("Schema")
+    if getattr(schema, "partial", False):
+        name += "Partial"
+    return name
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(
+        __name__,
+        template_folder=str(Path(__file__).parent / "web" / "templates"),
+        static_folder=str(Path(__file__).parent / "web" / "static"),
+    )
+    config.instance_dir.mkdir(parents=True, exist_ok=True)
+    app.config.update(
+        SECRET_KEY=_secret_key(config),
+        TESTING=config.testing,
+        MAX_CONTENT_LENGTH=None,  # uploads are streamed and limited by services.media
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        API_TITLE="trace — agricultural product traceability API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=API_PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS={
+            "components": {
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer"},
+                }
+            },
+            "security": [{"bearer": []}],
+        },
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    engine = make_engine(config.database_url)
+    app.extensions["trace.config"] = config
+    app.extensions["trace.engine"] = engine
+    app.extensions["trace.sessions"] = make_session_factory(engine)
+    extensions.init_session_handling(app)
+    extensions.init_limiter(app, config)
+
+    api = Api(
+        app,
+        spec_kwargs={"marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=_schema_name)},
+    )
+    from trace.api import register_blueprints
+
+    register_blueprints(api)
+    from trace.web import register_web
+
+    register_web(app)
+    problems.register(app)
+    # Problems must win over flask-smorest's own JSON error handler.
+    from werkzeug.exceptions import HTTPException
+
+    app.register_error_handler(HTTPException, problems.handle_http_exception)
+
+    from trace.cli import register_cli
+
+    register_cli(app)
+    logging.getLogger("trace").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,5 @@
+"""Placeholder: `flask demo scans` (issue 5) attaches to the demo group."""
+
+from trace.cli.demo import group
+
+__all__ = ["group"]

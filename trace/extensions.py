@@ -1,0 +1,67 @@
+"""Per-request database session: the request owns the transaction (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import Flask, Response, current_app, g
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from trace.config import Config
+from trace.services.storage import LocalStorage
+
+
+def config() -> Config:
+    return cast(Config, current_app.extensions["trace.config"])
+
+
+def engine() -> Engine:
+    return cast(Engine, current_app.extensions["trace.engine"])
+
+
+def db() -> Session:
+    """The request's session, opened on first use."""
+    if "db" not in g:
+        factory = cast(sessionmaker[Session], current_app.extensions["trace.sessions"])
+        g.db = factory()
+    return cast(Session, g.db)
+
+
+def init_session_handling(app: Flask) -> None:
+    @app.after_request
+    def _commit(response: Response) -> Response:
+        session: Session | None = g.pop("db", None)
+        if session is not None:
+            try:
+                if response.status_code < 400:
+                    session.commit()
+                else:
+                    session.rollback()
+            finally:
+                session.close()
+        return response
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+
+
+#: Rate limits (e.g. the public resolve API). Storage is Redis when TRACE_REDIS_URL is set,
+#: so the limit holds across gunicorn workers; in-memory otherwise (one process).
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def init_limiter(app: Flask, cfg: Config) -> None:
+    app.config["RATELIMIT_STORAGE_URI"] = cfg.redis_url or "memory://"
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    limiter.init_app(app)
+
+
+def storage() -> LocalStorage:
+    return LocalStorage(config().media_dir)

@@ -1,0 +1,107 @@
+"""Photos and videos attached to batches and events."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import filetype
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trace.errors import PayloadTooLarge, ValidationFailed
+from trace.models import Attachment, Batch, TraceEvent
+from trace.services import audit
+from trace.services.actors import Actor
+from trace.services.scope import get_visible, get_writable
+from trace.services.storage import Storage, TooLarge
+
+#: What producers upload: photos, videos, and scanned certificates/reports.
+ALLOWED_TYPES = {
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "video/mp4",
+    "video/webm",
+    "video/quicktime",
+    "application/pdf",
+}
+
+
+def sniff(head: bytes) -> str | None:
+    """Content type from the bytes themselves; the client's claim is not trusted."""
+    kind = filetype.guess(head)
+    return kind.mime if kind is not None else None
+
+
+def add_attachment(
+    session: Session,
+    storage: Storage,
+    actor: Actor,
+    batch_id: int,
+    stream: BinaryIO,
+    filename: str,
+    limit: int,
+    event_id: int | None = None,
+    caption: str = "",
+    is_public: bool = True,
+) -> Attachment:
+    batch = get_writable(session, Batch, batch_id, actor)
+    if event_id is not None:
+        event = session.get(TraceEvent, event_id)
+        if event is None or event.batch_id != batch.id:
+            raise ValidationFailed(
+                "Unknown event.", fields={"event_id": ["No such event in this batch."]}
+            )
+    try:
+        stored = storage.save(stream, limit)
+    except TooLarge as exc:
+        raise PayloadTooLarge(
+            f"Uploads are limited to {limit // (1024 * 1024)} MB.", fields={"file": [str(exc)]}
+        ) from exc
+    content_type = sniff(stored.head)
+    if content_type not in ALLOWED_TYPES:
+        storage.delete(stored.key)
+        raise ValidationFailed(
+            "Unsupported file type.",
+            fields={
+                "file": [
+                    f"Detected {content_type or 'unknown'}; allowed: photos (JPEG, PNG, "
+                    "WebP, GIF), videos (MP4, WebM, MOV) and PDF."
+                ]
+            },
+        )
+    attachment = Attachment(
+        enterprise_id=batch.enterprise_id,
+        batch_id=batch.id,
+        event_id=event_id,
+        filename=filename[:255] or "upload",
+        content_type=content_type,
+        size=stored.size,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+        caption=caption,
+        is_public=is_public,
+    )
+    session.add(attachment)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "create",
+        "attachment",
+        attachment.id,
+        {"batch_id": batch.id, "sha256": stored.sha256, "size": stored.size},
+        batch.enterprise_id,
+    )
+    return attachment
+
+
+def list_attachments(session: Session, actor: Actor, batch_id: int) -> list[Attachment]:
+    batch = get_visible(session, Batch, batch_id, actor)
+    stmt = select(Attachment).where(Attachment.batch_id == batch.id).order_by(Attachment.id)
+    return list(session.scalars(stmt))
+
+
+def get_attachment(session: Session, actor: Actor, attachment_id: int) -> Attachment:
+    return get_visible(session, Attachment, attachment_id, actor)

@@ -1,0 +1,74 @@
+"""Where attachment bytes live. Local files today; an object store would implement the same."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1024 * 1024
+
+
+class TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    size: int
+    sha256: str
+    head: bytes  # first bytes, for content sniffing
+
+
+class Storage(Protocol):
+    def save(self, stream: BinaryIO, limit: int) -> Stored: ...
+    def path(self, key: str) -> Path: ...
+    def delete(self, key: str) -> None: ...
+
+
+class LocalStorage:
+    """Content-addressed files under a root directory (instance/media/ by default)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, stream: BinaryIO, limit: int) -> Stored:
+        """Copy `stream` in chunks, hashing as it goes; give up past `limit` bytes so an
+        oversized upload is never stored whole."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"larger than {limit} bytes")
+                    if len(head) < 512:
+                        head += chunk[: 512 - len(head)]
+                    digest.update(chunk)
+                    tmp.write(chunk)
+            sha = digest.hexdigest()
+            key = f"{sha[:2]}/{sha}"
+            final = self.root / key
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+            return Stored(key=key, size=size, sha256=sha, head=head)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def path(self, key: str) -> Path:
+        candidate = (self.root / key).resolve()
+        if self.root.resolve() not in candidate.parents:
+            raise ValueError("storage key escapes the media root")
+        return candidate
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)

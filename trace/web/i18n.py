@@ -1,0 +1,68 @@
+"""Tiny zh-CN/en message catalogue. zh-CN first; English on request.
+
+A catalogue in code keeps pages free of a translation toolchain; each page family adds its
+strings to MESSAGES under its own key prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+COOKIE = "lang"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "app.name": {"zh": "农产品质量安全追溯平台", "en": "Agricultural Product Traceability"},
+    "lang.switch": {"zh": "English", "en": "中文"},
+    "error.back": {"zh": "返回首页", "en": "Back to home"},
+    "login.title": {"zh": "登录", "en": "Sign in"},
+    "login.username": {"zh": "用户名", "en": "Username"},
+    "login.password": {"zh": "密码", "en": "Password"},
+    "login.submit": {"zh": "登录", "en": "Sign in"},
+    "login.failed": {"zh": "用户名或密码错误", "en": "Wrong username or password"},
+    "logout": {"zh": "退出", "en": "Sign out"},
+}
+
+
+def add_messages(messages: dict[str, dict[str, str]]) -> None:
+    MESSAGES.update(messages)
+
+
+def current_language() -> str:
+    if "lang" in g:
+        return str(g.lang)
+    chosen = request.args.get("lang") or request.cookies.get(COOKIE)
+    if chosen not in LANGUAGES:
+        best = request.accept_languages.best_match(["zh", "zh-CN", "en"], default="zh")
+        chosen = "en" if best and best.startswith("en") else DEFAULT_LANGUAGE
+    g.lang = chosen
+    return chosen
+
+
+def translate(key: str, **values: Any) -> str:
+    entry = MESSAGES.get(key)
+    text = key if entry is None else entry.get(current_language(), entry[DEFAULT_LANGUAGE])
+    return text.format(**values) if values else text
+
+
+def other_language() -> str:
+    return "en" if current_language() == "zh" else "zh"
+
+
+def init_app(app: Flask) -> None:
+    @app.context_processor
+    def _inject() -> dict[str, Any]:
+        return {"_": translate, "lang": current_language(), "other_lang": other_language()}
+
+    @app.after_request
+    def _remember(response: Response) -> Response:
+        chosen = request.args.get("lang")
+        if chosen in LANGUAGES:
+            response.set_cookie(COOKIE, chosen, max_age=365 * 24 * 3600, samesite="Lax")
+        if response.mimetype == "text/html":
+            response.vary.add("Accept-Language")
+            response.vary.add("Cookie")
+        return response
