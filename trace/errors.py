@@ -40,3 +40,9 @@ class Unauthenticated(DomainError):
 
 class PayloadTooLarge(DomainError):
     title = "Upload too large"
+
+
+class UpstreamUnavailable(DomainError):
+    """Something outside trace (a network printer) refused or dropped the connection."""
+
+    title = "Upstream unavailable"

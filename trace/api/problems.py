@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
+    errors.UpstreamUnavailable: 502,
     errors.ValidationFailed: 422,
     errors.NotFound: 404,
     errors.Conflict: 409,

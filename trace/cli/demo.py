@@ -6,8 +6,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from trace.extensions import db
+from trace.extensions import config, db
 from trace.services import demo
+from trace.services.keys import load_keyring
 
 group = AppGroup("demo", help="Demo data.")
 
@@ -23,6 +24,7 @@ def load_command(if_empty: bool) -> None:
             return
         raise click.ClickException("the database has data already; use a fresh database")
     ids = demo.load(session, current_app.config["SECRET_KEY"])
+    demo.load_label_runs(session, load_keyring(config()), (ids["batch_id"], ids["tomato_batch_id"]))
     session.commit()
     click.echo(f"demo data loaded (batch {ids['batch_id']}, {ids['tomato_batch_id']})")
 
@@ -33,10 +35,12 @@ def banner_command(host: str) -> None:
     """Print the URLs and demo credentials worth trying."""
     tokens = demo.demo_tokens(current_app.config["SECRET_KEY"])
     token = tokens["huaning-coop"]
+    code = demo.first_demo_code(db(), load_keyring(config()))
     lines = [
         "",
         "trace is starting on " + host,
         f"  API docs          {host}/api/v1/docs   (OpenAPI: {host}/api/v1/openapi.json)",
+        f"  consumer page     {host}/q/{code}" if code else "  (no label runs yet)",
         f"  kiosk             {host}/kiosk",
         f"  regulator board   {host}/dashboard",
         f"    sign in: huaning-regulator / {demo.DEMO_PASSWORD}",

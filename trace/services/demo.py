@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trace.models import Device, Enterprise, User
+from trace.models import Batch, Device, Enterprise, User
 from trace.models.enums import DeviceKind, Role
 from trace.services import accounts, auth, events, records
 from trace.services.actors import Actor
@@ -498,3 +498,36 @@ def demo_tokens(secret_key: str) -> dict[str, str]:
         "kiosk-huaning",
     )
     return {name: demo_secret(secret_key, name) for name in names}
+
+
+def load_label_runs(session: Session, keyring: Any, batch_ids: tuple[int, ...]) -> list[int]:
+    """Issue a small item-level run per demo batch, so there are real codes to scan."""
+    from trace.services import labels
+
+    run_ids = []
+    for batch_id, count in zip(batch_ids, (1000, 200), strict=False):
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        actor = Actor(user_id=None, role=Role.ENTERPRISE_ADMIN, enterprise_id=batch.enterprise_id)
+        run = labels.issue_run(
+            session,
+            actor,
+            keyring,
+            labels.RunRequest(
+                batch_id=batch_id, count=count, profile="tspl-203dpi-40x30", format="tspl"
+            ),
+            max_count=count,
+        )
+        run_ids.append(run.id)
+    return run_ids
+
+
+def first_demo_code(session: Session, keyring: Any) -> str | None:
+    """The first code of the first issued run, for the banner's scan URL."""
+    from trace.models import LabelRun
+    from trace.services import labels
+
+    run = session.scalars(
+        select(LabelRun).where(LabelRun.status == "issued").order_by(LabelRun.id).limit(1)
+    ).first()
+    return labels.code_of(keyring, run, run.first_serial) if run else None
