@@ -3,6 +3,7 @@ voids and reprints, bad input that records nothing, failures that never half-iss
 
 from __future__ import annotations
 
+import itertools
 import re
 import socket
 import threading
@@ -196,7 +197,7 @@ def test_concurrent_runs_never_overlap(app: Flask, demo: dict[str, Any]) -> None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         ranges = sorted(pool.map(one, range(16)))
-    for (_, last), (first, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, last), (first, _) in itertools.pairwise(ranges):
         assert first == last + 1
 
 
