@@ -21,7 +21,8 @@ def _bearer() -> str | None:
 
 def current_user() -> User | None:
     if "trace_user" in g:
-        return g.trace_user  # type: ignore[no-any-return]
+        cached: User | None = g.trace_user
+        return cached
     user: User | None = None
     secret = _bearer()
     if secret is not None and not secret.startswith(auth.DEVICE_TOKEN_PREFIX):
