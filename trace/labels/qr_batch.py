@@ -194,6 +194,8 @@ class _Plan:
     packed: bool  # penalty on row words (S <= 64) or on a boolean array
     paired: bool  # S <= 31: two codes share one uint64 (low and high half)
     test_words: U64  # (8, S, 1) function patterns (scoring form) + mask, both halves if paired
+    same_h_flip: U64  # (8, S, 1) what the mask does to "module j equals j+1"
+    same_v_flip: U64  # (8, S-1, 1) what the mask does to "row r equals row r+1", valid bits
     final_words: npt.NDArray[np.unsignedinteger]  # (8, S) final rows per mask, uint32/uint64
     valid: np.uint64  # bits of a word that hold modules
     pairs: np.uint64  # bits j of a word with j and j+1 both modules
@@ -284,7 +286,7 @@ def _plan(version: int, ecc: str) -> _Plan:
 
     paired = size <= 31
     valid = pairs = np.uint64(0)
-    test_words = np.zeros((8, 1, 1), dtype=np.uint64)
+    test_words = same_h_flip = same_v_flip = np.zeros((8, 1, 1), dtype=np.uint64)
     final_words: npt.NDArray[np.unsignedinteger] = np.zeros((8, 1), dtype=np.uint64)
     if packed:
         line = (1 << size) - 1
@@ -296,6 +298,9 @@ def _plan(version: int, ecc: str) -> _Plan:
             words |= words << np.uint64(32)
         valid, pairs = np.uint64(line), np.uint64(pair)
         test_words = np.ascontiguousarray(words[..., None])
+        one = np.uint64(1)
+        same_h_flip = (test_words ^ (test_words >> one) ^ (valid >> one)) & pairs
+        same_v_flip = test_words[:, 1:] ^ test_words[:, :-1] ^ valid
         final_words = _row_words(final).astype(np.uint32 if row_bits == 32 else np.uint64)
 
     # Rule 4 exactly as python-qrcode computes it (float percentage, truncated).
@@ -316,6 +321,8 @@ def _plan(version: int, ecc: str) -> _Plan:
         packed=packed,
         paired=paired,
         test_words=test_words,
+        same_h_flip=same_h_flip,
+        same_v_flip=same_v_flip,
         final_words=final_words,
         valid=valid,
         pairs=pairs,
@@ -423,10 +430,10 @@ def _row_words_of(modules: U8, plan: _Plan) -> npt.NDArray[np.unsignedinteger]:
     return words
 
 
-def _count(a: U64, paired: bool) -> npt.NDArray[np.int32]:
+def _count(a: U64, paired: bool) -> npt.NDArray[np.uint16]:
     """Set bits per code, summed over the rows of a (rows, words) array."""
     per_word = np.bitwise_count(a.view(np.uint32) if paired else a)
-    return per_word.sum(axis=0, dtype=np.int32)
+    return per_word.sum(axis=0, dtype=np.uint16)
 
 
 def _penalties_packed(rows: U64, plan: _Plan) -> npt.NDArray[np.int32]:
@@ -436,75 +443,76 @@ def _penalties_packed(rows: U64, plan: _Plan) -> npt.NDArray[np.int32]:
     paired = plan.paired
     n = rows.shape[1] * (2 if paired else 1)
     s = plan.size
-    valid, pairs = plan.valid, plan.pairs
+    valid = plan.valid
     scores = np.empty((8, n), dtype=np.int32)
 
     def count(a: U64) -> npt.NDArray[np.int32]:
-        return _count(a, paired)
+        return _count(a, paired).astype(np.int32)
 
+    # "Module j equals module j+1" and "row r equals row r+1" are XORs of the data, so a
+    # mask only flips them by a per-row constant: compute the data part once.
+    same_h = rows >> 1
+    same_h ^= rows
+    same_h &= plan.pairs
+    same_v = rows[1:] ^ rows[:-1]
     for mask in range(8):
         x = rows ^ plan.test_words[mask]  # dark
         y = x ^ valid  # light; bits outside the symbol are neither dark nor light
-        x1 = x >> 1
-        y1 = y >> 1
 
-        # Rule 1 (N1 = 3 + (L - 5) per run of L >= 5): e = module j equals j+1, w = five
-        # equal modules from j on. A run has L - 4 such windows and one first window.
-        e = x ^ y1
-        e &= pairs
+        # Rule 1 (3 + (L - 5) per run of L >= 5 equal modules): w = five equal modules
+        # from j on. A run has L - 4 such windows and one first window: score w + 2 first.
+        e = same_h ^ plan.same_h_flip[mask]  # j equals j+1
         e2 = e >> 1
-        e2 &= e
+        e2 &= e  # j..j+2 equal
         w = e2 >> 2
         w &= e2
         first = w << 1
         first &= w
         first ^= w
-        n1 = count(w) + 2 * count(first)
-        # ...and the same down the columns: d = row r differs from row r+1.
-        d = x[1:] ^ x[:-1]
-        ev = d ^ valid
-        ev2 = ev[:-1] & ev[1:]
+        ev = same_v ^ plan.same_v_flip[mask]  # row r equals row r+1 (at valid bits)
+        ev2 = ev[:-1] & ev[1:]  # rows r..r+2 equal
         wv = ev2[:-2] & ev2[2:]
-        firstv = wv[1:] ^ wv[:-1]
-        firstv &= wv[1:]
-        n1 += count(wv) + 2 * (count(wv[:1]) + count(firstv))
+        firstv = np.empty_like(wv)
+        firstv[0] = wv[0]
+        np.bitwise_xor(wv[1:], wv[:-1], out=firstv[1:])
+        firstv[1:] &= wv[1:]
+        n1 = count(w) + count(wv) + 2 * (count(first) + count(firstv))
 
-        # Rule 2: 2x2 blocks; rows r and r+1 agree at j and j+1 and row r agrees at j, j+1.
-        b = d >> 1
-        b |= d
-        np.invert(b, out=b)
+        # Rule 2: 2x2 blocks of one colour.
+        b = ev >> 1
+        b &= ev
         b &= e[:-1]
         n2 = count(b)
 
-        # Rule 3: core = 1011101 starting at j; p1 = core + 0000 after, p2 = 0000 + core.
-        t3 = x >> 2
-        t3 &= x1
-        t3 &= x
-        core = x & y1
+        # Rule 3: core = 1011101 from j on, then 0000 after it (pattern 1) or before it
+        # (pattern 2), both marked at the window start: pattern 1 starts dark, pattern 2
+        # light, so the two marks never share a bit and one count covers both.
+        core = y >> 1
+        core &= x
+        t3 = x & e2  # dark j..j+2
         core &= t3 >> 2
-        q = y & x1
+        q = x >> 1
+        q &= y
         core &= q >> 5
-        y2 = y & y1
-        z4 = y2 >> 2
-        z4 &= y2
+        z4 = e2 >> 1
+        z4 &= e2
+        z4 &= y  # light j..j+3
         p = z4 >> 7
         p &= core
+        core >>= 4
+        core &= z4
+        p |= core
         n3 = count(p)
-        p = z4 << 4
-        p &= core
-        n3 += count(p)
-        # Vertically: rows r..r+k instead of bits j..j+k.
-        t3v = x[:-2] & x[1:-1]
-        t3v &= x[2:]
+        # The same down the columns: rows r..r+k instead of bits j..j+k.
         corev = x[: s - 6] & y[1 : s - 5]
+        t3v = x[:-2] & ev2
         corev &= t3v[2 : s - 4]
         corev &= y[5 : s - 1]
         corev &= x[6:]
-        y2v = y[:-1] & y[1:]
-        z4v = y2v[:-2] & y2v[2:]
+        z4v = ev2[:-1] & ev2[1:]
+        z4v &= y[: s - 3]
         p = corev[: s - 10] & z4v[7:]
-        n3 += count(p)
-        p = corev[4:] & z4v[: s - 10]
+        p |= corev[4:] & z4v[: s - 10]
         n3 += count(p)
 
         dark = count(x)
@@ -584,7 +592,8 @@ def _to_values(payloads: Sequence[str] | Sequence[bytes] | U8) -> U8:
     """Payloads -> (n, L) alphanumeric character values; ValueError on bad input."""
     if isinstance(payloads, np.ndarray):
         if payloads.dtype.kind == "S":
-            raw = payloads.view(np.uint8).reshape(payloads.shape[0], payloads.dtype.itemsize)
+            flat = np.ascontiguousarray(payloads).view(np.uint8)
+            raw = flat.reshape(payloads.shape[0], payloads.dtype.itemsize)
         elif payloads.dtype == np.uint8 and payloads.ndim == 2:
             raw = payloads
         else:
@@ -596,16 +605,16 @@ def _to_values(payloads: Sequence[str] | Sequence[bytes] | U8) -> U8:
         lengths = set(map(len, items))
         if len(lengths) != 1:
             raise ValueError(f"all payloads of a batch must have the same length, got {lengths}")
-        if all(isinstance(p, str) for p in items):
-            try:
+        try:
+            if isinstance(items[0], str):
                 joined = "".join(items).encode("ascii")  # type: ignore[arg-type]
-            except UnicodeEncodeError as exc:
-                bad = exc.object[exc.start]
-                raise ValueError(f"not a QR alphanumeric character: {bad!r}") from None
-        elif all(isinstance(p, bytes | bytearray) for p in items):
-            joined = b"".join(items)  # type: ignore[arg-type]
-        else:
-            raise ValueError("payloads must be all str or all bytes")
+            else:
+                joined = b"".join(items)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError("payloads must be all str or all bytes") from None
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start]
+            raise ValueError(f"not a QR alphanumeric character: {bad!r}") from None
         raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(items), lengths.pop())
     values = _CHAR_VALUE[raw]
     bad = values == 255
