@@ -1,5 +1,6 @@
 """All mapped classes, imported here so Base.metadata is complete."""
 
+from trace.models import analytics as analytics  # rollup tables (issue 5)
 from trace.models.accounts import ApiToken, Device, Enterprise, User
 from trace.models.labels import LabelRun, LabelVoid
 from trace.models.oversight import Alert, AuditEntry, Recall
