@@ -141,7 +141,11 @@ def clean_text(text: str) -> str:
     Printer languages delimit fields with quotes, carets and line ends; a stray newline
     in a producer name must not end a TSPL command.
     """
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf"))
+    text = "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
     return " ".join(text.split())
 
 

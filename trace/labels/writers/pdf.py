@@ -320,6 +320,16 @@ def write_pdf(
             f.obj(num + 1, b"<< /Filter /FlateDecode /Length %d >>" % len(data), data)
             pages += 1
             count += len(batch)
+    if pages == 0:  # no labels: one blank page, since viewers reject an empty page tree
+        width, height = page.width_mm * PT_PER_MM, page.height_mm * PT_PER_MM
+        num = first_page_num
+        f.obj(
+            num,
+            f"<< /Type /Page /Parent {_PAGES} 0 R /MediaBox [0 0 {_n(width)} {_n(height)}] "
+            f"/Resources {_RESOURCES} 0 R /Contents {num + 1} 0 R >>".encode(),
+        )
+        f.obj(num + 1, b"<< /Length 0 >>", b"")
+        pages = 1
     kids = b" ".join(b"%d 0 R" % (first_page_num + 2 * i) for i in range(pages))
     f.obj(_PAGES, b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages))
     f.xref_and_trailer(first_page_num + 2 * pages)
