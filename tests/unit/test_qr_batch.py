@@ -155,6 +155,9 @@ def test_bytes_and_str_payloads_agree_and_iter_matches_batch() -> None:
     payloads = trace_urls(random.Random(7), 23)
     whole = encode_batch(payloads)
     assert np.array_equal(encode_batch([p.encode() for p in payloads]), whole)
+    as_array = np.array([p.encode() for p in payloads], dtype=f"S{len(payloads[0])}")
+    assert np.array_equal(encode_batch(as_array), whole)
+    assert np.array_equal(encode_batch(as_array.view(np.uint8).reshape(23, -1)), whole)
     chunks = list(iter_encoded(iter(payloads), chunk=5))
     assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
     assert np.array_equal(np.concatenate(chunks), whole)

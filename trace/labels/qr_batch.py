@@ -9,11 +9,15 @@ per code there is only array work:
    written into a per-run template (mode, count, terminator and pad bytes are constant);
 2. Reed-Solomon ECC: the code is linear over GF(2), so the parity of a block is the XOR of
    one precomputed table row per (data position, byte value) -- one gather + XOR-reduce;
-3. interleaving and the zig-zag placement are fixed index maps (one fancy-index each);
-4. mask choice: every row and every column is packed into the bits of a uint64 word (for
-   symbols up to 31 modules a row and the column of the same index share one word), and the
-   four penalty rules become shifts, ANDs and popcounts over all codes of a chunk, for all
-   eight masks. Larger symbols use the same rules on a boolean module array.
+3. interleaving and the zig-zag placement are one fixed index map from bit-stream rows to
+   module positions (one row gather: arrays are code-minor, shape (feature, n));
+4. mask choice: each row of a symbol is packed into a machine word -- two codes per uint64
+   for symbols up to 31 modules (versions 1-3), one code per uint64 up to 64 modules. The
+   four penalty rules then become shifts/ANDs within a word (along rows), the same logic
+   between neighbouring row words (down columns) and popcounts, for all eight masks over
+   all codes of a chunk. Larger symbols use the same rules on a boolean module array.
+5. the chosen mask's function patterns, format and version information are XORed in per
+   row word and the words unpacked into the (n, size, size) output.
 
 The penalty reproduces python-qrcode's ``util.lost_point`` exactly (it is the oracle):
 masks are scored with the format/version areas and the dark module still light, finder-like
@@ -34,7 +38,6 @@ from trace.labels import qr_tables as t
 
 U8 = npt.NDArray[np.uint8]
 U64 = npt.NDArray[np.uint64]
-I64 = npt.NDArray[np.int64]
 
 # Codes per inner step: big enough to amortise numpy call overhead, small enough that the
 # penalty working set (a few (29, n) uint64 arrays) stays in the L2 cache.
@@ -588,14 +591,15 @@ def _encode_values(values: U8, plan: _Plan, out: U8) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def _to_values(payloads: Sequence[str] | Sequence[bytes] | U8) -> U8:
+def _to_values(payloads: Sequence[str] | Sequence[bytes] | npt.NDArray[np.bytes_] | U8) -> U8:
     """Payloads -> (n, L) alphanumeric character values; ValueError on bad input."""
+    raw: U8
     if isinstance(payloads, np.ndarray):
         if payloads.dtype.kind == "S":
             flat = np.ascontiguousarray(payloads).view(np.uint8)
             raw = flat.reshape(payloads.shape[0], payloads.dtype.itemsize)
         elif payloads.dtype == np.uint8 and payloads.ndim == 2:
-            raw = payloads
+            raw = payloads.view(np.uint8)
         else:
             raise ValueError("array payloads must be (n, L) uint8 or a bytes array")
     else:
@@ -634,10 +638,15 @@ def _resolve_version(length: int, ecc: str, version: int | None) -> int:
 
 
 def encode_batch(
-    payloads: Sequence[str] | Sequence[bytes], ecc: str = "M", version: int | None = None
+    payloads: Sequence[str] | Sequence[bytes] | npt.NDArray[np.bytes_] | U8,
+    ecc: str = "M",
+    version: int | None = None,
 ) -> U8:
     """QR matrices of equal-length alphanumeric payloads: uint8 (n, size, size), 1 = dark,
-    no quiet zone. Version defaults to the smallest that fits; the mask is chosen per code."""
+    no quiet zone. Version defaults to the smallest that fits; the mask is chosen per code.
+
+    Payloads may be str, bytes, a numpy bytes array (dtype 'S<L>', the cheapest: no Python
+    objects) or an (n, L) uint8 array of ASCII codes."""
     values = _to_values(payloads)
     ver = _resolve_version(values.shape[1], ecc, version)
     plan = _plan(ver, ecc)
@@ -647,7 +656,10 @@ def encode_batch(
 
 
 def iter_encoded(
-    payloads: Iterable[str], ecc: str = "M", version: int | None = None, chunk: int = 4096
+    payloads: Iterable[str] | Iterable[bytes],
+    ecc: str = "M",
+    version: int | None = None,
+    chunk: int = 4096,
 ) -> Iterator[U8]:
     """Stream matrices chunk by chunk (each (k, size, size), k <= chunk) so that memory
     stays flat whatever the number of payloads. All payloads must share one length."""
@@ -657,7 +669,7 @@ def iter_encoded(
     plan: _Plan | None = None
     length = -1
     while batch := list(itertools.islice(it, chunk)):
-        values = _to_values(batch)
+        values = _to_values(batch)  # type: ignore[arg-type]
         if plan is None:
             length = values.shape[1]
             plan = _plan(_resolve_version(length, ecc, version), ecc)
