@@ -8,6 +8,7 @@ Golden files: ``UPDATE_GOLDEN=1 pytest tests/unit/test_writers.py`` rewrites the
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -33,7 +34,7 @@ from trace.labels.content import (
     iter_chunks,
     make_chunk,
 )
-from trace.labels.profiles import load_profile
+from trace.labels.profiles import PrinterProfile, load_profile
 from trace.labels.writers import FORMATS, WRITERS, FormatError, UnsafeDataError, write_labels
 from trace.labels.writers import png as png_writer
 
@@ -295,8 +296,6 @@ def test_zpl_raster_decodes() -> None:
 
 
 def test_zpl_raster_uncompressed_is_the_same_image() -> None:
-    import dataclasses
-
     profile = load_profile("zpl-203dpi-40x30")
     plain = dataclasses.replace(profile, zpl_gf_compress=False)
     out_c, out_p = io.BytesIO(), io.BytesIO()
@@ -474,3 +473,41 @@ def test_golden(fmt: str, profile: str, name: str) -> None:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
     assert path.read_bytes() == data, f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+def _with_serial_prefix(profile_name: str, prefix: str) -> PrinterProfile:
+    profile = load_profile(profile_name)
+    return dataclasses.replace(profile, serial=dataclasses.replace(profile.serial, prefix=prefix))
+
+
+def test_chinese_serial_prefix_in_pdf_and_png(tmp_path: Path) -> None:
+    _require(shutil.which("pdftotext") is not None, "poppler-utils (pdftotext)")
+    out = io.BytesIO()
+    write_labels("pdf", _with_serial_prefix("a4-sheet-5x13", "编号"), CONTENT, chunks(3), out)
+    (tmp_path / "p.pdf").write_bytes(out.getvalue())
+    text = subprocess.run(
+        ["pdftotext", str(tmp_path / "p.pdf"), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "编号3" in text.replace(" ", "")
+    out = io.BytesIO()
+    write_labels("png", _with_serial_prefix("png-300dpi-40x30", "编号"), CONTENT, chunks(1), out)
+    assert zipfile.ZipFile(out).namelist() == ["0000000001.png"]
+
+
+def test_pdf_fallback_cid_font_without_a_ttf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No CJK TrueType font: reportlab's STSong-Light CID font (not embedded) is used."""
+    _require(shutil.which("pdftoppm") is not None, "poppler-utils (pdftoppm)")
+    from trace.labels.writers import pdf as pdf_writer
+
+    monkeypatch.setattr(pdf_writer, "find_cjk_font", lambda _font=None: None)
+    _, payloads = expected(3)
+    pdf = tmp_path / "fallback.pdf"
+    pdf.write_bytes(run("pdf", "a4-sheet-5x13", 3))
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True)
+    assert "STSong-Light" in fonts.stdout and "Courier" in fonts.stdout
+    subprocess.run(["pdftoppm", "-r", "200", "-png", str(pdf), str(tmp_path / "fb")], check=True)
+    from PIL import Image
+
+    assert sorted(_decode(Image.open(tmp_path / "fb-1.png"))) == sorted(payloads)

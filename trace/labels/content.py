@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -217,11 +217,6 @@ class Layout:
     text: tuple[TextLine, ...]
     code_lines: tuple[CodeLine, ...]
     serial: SerialLine | None
-    fonts: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def static_chars(self) -> str:
-        return "".join(line.text for line in self.text)
 
 
 def compute_layout(profile: PrinterProfile, content: LabelContent, code_length: int = 27) -> Layout:
@@ -270,8 +265,7 @@ def compute_layout(profile: PrinterProfile, content: LabelContent, code_length: 
         serial = SerialLine(
             clean_text(s.prefix), s.x_mm, s.y_mm, s.size_mm, s.width_mm or s.size_mm * 0.5, s.font
         )
-    fonts = frozenset([line.font for line in lines] + [c.font for c in code_lines])
-    return Layout(profile, tuple(lines), tuple(code_lines), serial, fonts)
+    return Layout(profile, tuple(lines), tuple(code_lines), serial)
 
 
 # -- QR geometry --------------------------------------------------------------------------

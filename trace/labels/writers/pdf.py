@@ -27,7 +27,7 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -59,6 +59,11 @@ def _n(value: float) -> str:
     """A PDF number with at most 3 decimals and no trailing zeros."""
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
+
+
+def _array(values: list[Any]) -> str:
+    """A (nested) list of numbers as a PDF array."""
+    return "[" + " ".join(_array(v) if isinstance(v, list) else str(v) for v in values) + "]"
 
 
 class _PdfFile:
@@ -128,15 +133,22 @@ class _Fonts:
         if self.subset is not None:
             objs = self.subset.objects(_FONT)
             return objs, b"<< /F1 %d 0 R /F2 %d 0 R >>" % (_FONT, _FONT), _FONT + len(objs)
-        # Fallback: Adobe-GB1 CID font (not embedded) + Courier for the ASCII fields.
+        # Fallback: Adobe-GB1 CID font (not embedded) + Courier for the ASCII fields. The
+        # descendant font's metrics (widths of the Latin CIDs) come from reportlab's data.
+        from reportlab.pdfbase._cidfontdata import CIDFontInfo
+
+        info = CIDFontInfo["STSong-Light"]["DescendantFonts"][0]
+        desc = info["FontDescriptor"]
         cid = (
-            b"<< /Type /Font /Subtype /Type0 /BaseFont /STSong-Light /Encoding /UniGB-UCS2-H "
-            b"/DescendantFonts [<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light "
-            b"/CIDSystemInfo << /Registry (Adobe) /Ordering (GB1) /Supplement 2 >> "
-            b"/FontDescriptor << /Type /FontDescriptor /FontName /STSong-Light /Flags 6 "
-            b"/FontBBox [-25 -254 1000 880] /ItalicAngle 0 /Ascent 880 /Descent -120 "
-            b"/CapHeight 880 /StemV 93 >> /DW 1000 >>] >>"
-        )
+            "<< /Type /Font /Subtype /Type0 /BaseFont /STSong-Light /Encoding /UniGB-UCS2-H "
+            "/DescendantFonts [<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light "
+            "/CIDSystemInfo << /Registry (Adobe) /Ordering (GB1) /Supplement 2 >> "
+            f"/FontDescriptor << /Type /FontDescriptor /FontName /STSong-Light "
+            f"/Flags {desc['Flags']} /FontBBox {_array(desc['FontBBox'])} /ItalicAngle 0 "
+            f"/Ascent {desc['Ascent']} /Descent {desc['Descent']} "
+            f"/CapHeight {desc['CapHeight']} /StemV {desc['StemV']} >> "
+            f"/DW {info['DW']} /W {_array(info['W'])} >>] >>"
+        ).encode("ascii")
         courier = b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier /Encoding /WinAnsiEncoding >>"
         objs = [(_FONT, cid, None), (_FONT + 1, courier, None)]
         return objs, b"<< /F1 %d 0 R /F2 %d 0 R >>" % (_FONT, _FONT + 1), _FONT + 2
@@ -145,11 +157,6 @@ class _Fonts:
         if self.subset is not None:
             return self.subset.encode(text)
         return b"<" + text.encode("utf-16-be", "replace").hex().upper().encode() + b">"
-
-    def ascii_text(self, text: str) -> bytes:
-        """A literal string for ``/F2`` (ASCII only; parentheses and backslash escaped)."""
-        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-        return escaped.encode("ascii", "replace")
 
 
 def _form_content(layout: Layout, fonts: _Fonts) -> bytes:
@@ -206,8 +213,10 @@ def _slot_pieces(
     if layout.serial is not None:
         s = layout.serial
         pos = f"{x_of(s.x_mm)} {base_of(s.y_mm, s.size_mm)}"
-        head = f"BT /F2 {_n(s.size_mm * k)} Tf {pos} Td (".encode()
-        pieces.append(tail + head + fonts.ascii_text(s.prefix))
+        size = _n(s.size_mm * k)
+        # The prefix may be Chinese ("编号"): it goes through /F1 like the static text.
+        prefix = f"BT /F1 {size} Tf {pos} Td ".encode() + fonts.static_text(s.prefix)
+        pieces.append(tail + prefix + f" Tj /F2 {size} Tf (".encode())
         tail = b") Tj ET\n"
     pieces.append(tail)
     return pieces

@@ -181,21 +181,25 @@ class _Renderer:
             draw.text(
                 (_px(line.x_mm, dpi), base), line.text, font=_font(ref, size), fill=0, anchor="ls"
             )
-        static = np.packbits(np.asarray(img) < 128, axis=1)[None]  # (1, H, row_bytes), 1 = ink
+        serial_x = 0
+        if layout.serial is not None:  # the prefix is static; the digits are drawn after it
+            s = layout.serial
+            size = _px(s.size_mm, dpi)
+            font = _font(ref, size)
+            x, base = _px(s.x_mm, dpi), _px(s.y_mm, dpi) + round(size * BASELINE_RATIO)
+            draw.text((x, base), s.prefix, font=font, fill=0, anchor="ls")
+            serial_x = x + round(font.getlength(s.prefix))
+        self.static = np.packbits(np.asarray(img) < 128, axis=1)  # (H, row_bytes), 1 = ink
 
         self.code_fields = [
             (_TextField(_atlas(ref, _px(c.size_mm, dpi)), _px(c.x_mm, dpi), _px(c.y_mm, dpi)), c)
             for c in layout.code_lines
         ]
         self.serial_field: _TextField | None = None
-        self.serial_first = 0
         if layout.serial is not None:
             s = layout.serial
-            field = _TextField(_atlas(ref, _px(s.size_mm, dpi)), _px(s.x_mm, dpi), _px(s.y_mm, dpi))
-            prefix = np.frombuffer(s.prefix.encode("ascii", "replace"), dtype=np.uint8)[None, :]
-            field.draw(static, prefix)  # the prefix is static: drawn once, digits follow it
-            self.serial_field, self.serial_first = field, prefix.shape[1]
-        self.static = static[0]
+            atlas = _atlas(ref, _px(s.size_mm, dpi))
+            self.serial_field = _TextField(atlas, serial_x, _px(s.y_mm, dpi))
 
     def rows(self, matrices: np.ndarray, codes: np.ndarray, serials: np.ndarray) -> np.ndarray:
         """PNG image data for ``n`` labels: ``(n, H, 1 + row_bytes)`` uint8 scanlines, each
@@ -217,7 +221,7 @@ class _Renderer:
             counts = digit_counts(serials)
             for run in uniform_runs(counts):
                 digits = digits_matrix(serials[run], int(counts[run.start]))
-                self.serial_field.draw(ink[run], digits, self.serial_first)
+                self.serial_field.draw(ink[run], digits)
         out = np.empty((n, self.height, 1 + self.row_bytes), dtype=np.uint8)
         out[:, :, 0] = 2
         # white = ~ink; Up(white)[r] = ~ink[r] - ~ink[r-1] = ink[r-1] - ink[r] (mod 256)

@@ -114,9 +114,9 @@ def tspl_bitmap_field(matrices: np.ndarray, module: int, black_bit: int) -> np.n
     """``BITMAP`` binary data for each label as an ``(n, rows * bytes_per_row)`` matrix."""
     rows = packed_qr_rows(matrices, module)
     if black_bit == 0:
+        # 0 = black: invert. The padding bits packbits added past the symbol's right edge
+        # (0 = white there) become 1, which is white in this convention too.
         np.invert(rows, out=rows)
-        # Padding bits past the symbol's right edge must stay white (1) as well: invert
-        # turned them into 1 already since packbits padded with 0.
     n = rows.shape[0]
     return np.repeat(rows, module, axis=1).reshape(n, -1)
 

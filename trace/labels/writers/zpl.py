@@ -101,7 +101,8 @@ def native_qr_parts(profile: PrinterProfile, x: int, y: int, module: int) -> lis
     # ^FD of ^BQ: <ECC level><input mode>,<data>; manual mode also names the character
     # mode (A = alphanumeric) before the data.
     head = f"{q.ecc}{q.input_mode}," + ("A" if q.input_mode == "M" else "")
-    return [f"^FO{x},{y}^BQN,2,{module}^FD{head}".encode("ascii"), "payload", b"^FS\n"]
+    magnification = min(module, 10)  # ^BQ accepts 1..10
+    return [f"^FO{x},{y}^BQN,2,{magnification}^FD{head}".encode("ascii"), "payload", b"^FS\n"]
 
 
 def write_zpl(
