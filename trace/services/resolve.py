@@ -1,0 +1,531 @@
+"""Scan resolution: a scanned text -> a verdict and what the public may see (DESIGN.md §6).
+
+The hot path of the platform. For one scan:
+
+1. ``codes.parse`` decrypts and checks the code in memory. A forged or mistyped code stops
+   here: no database query at all (the scan log then records the attempt, run_id NULL).
+2. One query reads everything the verdict needs: the run (status, range, key version,
+   template), the batch's status, the code's state (count, first scan), a void covering the
+   serial, the batch's open recall, and two "content stamps" (newest event id, newest
+   attachment id).
+3. The batch's public content -- product, producer, origin, timeline, inspections,
+   certificates, media, already filtered by the run's template -- comes from a small
+   in-process cache keyed by (run, stamps), so a new event or attachment is visible at
+   once; edits of product/producer/site rows are seen within ``ContentCache.ttl`` seconds.
+   The verdict itself is never cached.
+
+Verdicts, strongest first: counterfeit (not a code we issued; also a decrypting code whose
+run is unknown, not issued, or whose serial is outside the run), voided, recalled,
+suspicious, genuine. Voided and recalled pages still show the product so the shopper can
+recognise it; a counterfeit page shows nothing, and is the same whatever was wrong.
+
+Suspicious: more than ``Rules.max_scans`` scans of an item-level code, or two scans in
+counties farther apart than ``Rules.max_speed_kmh`` allows (``scanlog.too_fast``). Once
+suspicious, a code stays suspicious (``CodeState.suspicious_reason``). Batch-level codes
+(one code printed on every package of a batch) are scanned by many shoppers in many
+places by design, so neither rule applies to them.
+
+What is always public: the product (name, category, specification, brand) and the batch
+number, i.e. what the code identifies. Everything else appears only if the run's template
+publishes its section (``services.templates.PUBLIC_SECTIONS``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.orm import Session, aliased
+
+from trace.crypto import codes
+from trace.crypto.keyring import Keyring
+from trace.models import (
+    Attachment,
+    Batch,
+    CodeState,
+    Enterprise,
+    LabelRun,
+    LabelVoid,
+    Product,
+    Recall,
+    Site,
+    TraceEvent,
+)
+from trace.models.enums import EventType, LabelLevel, RecallStatus, RunStatus, Verdict
+from trace.regions import lookup as regions
+from trace.services import events as event_service
+from trace.services import templates
+from trace.services.scanlog import (
+    COUNT,
+    DISTANCE,
+    Rules,
+    ScanContext,
+    ScanFacts,
+    previous_located_scan,
+    too_fast,
+)
+
+#: Dates on the public page are China dates.
+CST = timezone(timedelta(hours=8))
+
+#: Which public section each event type belongs to (templates.PUBLIC_SECTIONS).
+SECTION_OF_EVENT: dict[str, str] = {
+    EventType.SOWING.value: "farming",
+    EventType.IRRIGATION.value: "farming",
+    EventType.CARE.value: "farming",
+    EventType.HARVEST.value: "farming",
+    EventType.PESTICIDE.value: "pesticide",
+    EventType.FERTILIZING.value: "fertilizer",
+    EventType.INSPECTION.value: "inspections",
+    EventType.CERTIFICATION.value: "certificates",
+    EventType.PROCESSING.value: "processing",
+    EventType.PACKING.value: "processing",
+    EventType.SHIPPING.value: "shipping",
+    EventType.RECEIVING.value: "shipping",
+    EventType.RETAIL.value: "shipping",
+}
+#: Shown in their own cards rather than in the timeline.
+CARD_SECTIONS = ("inspections", "certificates")
+
+
+def extract_code(text: str) -> str:
+    """The code in what a scanner typed: a bare code or the label's whole QR URL
+    (``HTTPS://T.EXAMPLE.CN/Q/<CODE>``), any case, surrounding blanks ignored."""
+    text = (text or "").strip()
+    if "/" in text:
+        text = text.rstrip("/").rsplit("/", 1)[-1]
+    return text
+
+
+# -- public content, cached per run ------------------------------------------------------------
+
+
+@dataclass
+class PublicContent:
+    """A run's public view of its batch (already filtered by the run's template)."""
+
+    data: dict[str, Any]
+    #: Rendered fragments by the web layer (e.g. per language), cached with the content.
+    rendered: dict[str, str] = field(default_factory=dict)
+
+
+class ContentCache:
+    """Small LRU of PublicContent keyed by (run id, newest event id, newest attachment id).
+
+    One per app (and so per worker process): content of one database never answers for
+    another. Entries also expire after ``ttl`` seconds so edits of the product, producer
+    or site rows (which do not change the stamps) show up soon.
+    """
+
+    def __init__(self, ttl: float = 60.0, size: int = 1024) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[tuple[int, int, int], tuple[float, PublicContent]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, int]) -> PublicContent | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] < time.monotonic():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: tuple[int, int, int], content: PublicContent) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic() + self.ttl, content)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _day(value: datetime | date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(CST).date().isoformat()
+    return value.isoformat()
+
+
+def _origin(site: Site) -> dict[str, Any]:
+    levels = {r.level: r.name for r in regions.hierarchy(site.region_code)}
+    return {
+        "region_code": site.region_code,
+        "province": levels.get("province", ""),
+        "city": levels.get("city", ""),
+        "county": levels.get("county", ""),
+        "township": site.township,
+        "village": site.village,
+        "site": site.name,
+    }
+
+
+def _phi(event: TraceEvent, findings: dict[int, dict[str, Any]], harvested: bool) -> dict[str, Any]:
+    days = int(event.details.get("phi_days", 0))
+    safe_from = (event.occurred_at + timedelta(days=days)).astimezone(CST).date()
+    finding = findings.get(event.id)
+    respected: bool | None = None if not harvested else finding is None
+    return {
+        "days": days,
+        "safe_from": safe_from.isoformat(),
+        "respected": respected,
+        "days_short": finding["days_short"] if finding else 0,
+    }
+
+
+def _event_view(
+    event: TraceEvent, findings: dict[int, dict[str, Any]], harvested: bool
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type,
+        "section": SECTION_OF_EVENT.get(event.type, "farming"),
+        "date": _day(event.occurred_at),
+        "occurred_at": event.occurred_at.isoformat(),
+        "place": event.place,
+        "actor": event.actor,
+        "note": event.note,
+        "details": dict(event.details or {}),
+        "correction": event.correction_reason if event.corrects_id is not None else None,
+    }
+    if event.type == EventType.PESTICIDE.value:
+        view["phi"] = _phi(event, findings, harvested)
+    if event.type == EventType.SHIPPING.value:
+        dest = view["details"].get("destination_region")
+        view["destination_region_name"] = regions.full_name(dest) if dest else ""
+    if event.type == EventType.CERTIFICATION.value:
+        until = view["details"].get("valid_until")
+        today = datetime.now(CST).date().isoformat()
+        view["valid_now"] = bool(until) and str(
+            view["details"].get("valid_from", "")
+        ) <= today <= str(until)
+    return view
+
+
+def build_content(
+    session: Session, batch_id: int, template: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The public view of a batch under a run's template (three queries; cached by callers)."""
+    row = session.execute(
+        select(Batch, Product, Enterprise, Site)
+        .join(Product, Product.id == Batch.product_id)
+        .join(Enterprise, Enterprise.id == Batch.enterprise_id)
+        .outerjoin(Site, Site.id == Batch.site_id)
+        .where(Batch.id == batch_id)
+    ).one()
+    batch, product, enterprise, site = row
+    shows = {s for s in templates.PUBLIC_SECTIONS if templates.is_public(template, s)}
+    out: dict[str, Any] = {
+        "product": {
+            "name": product.name,
+            "category": product.category,
+            "specification": product.specification,
+            "brand": product.brand,
+            "batch_no": batch.batch_no,
+        },
+    }
+    if "producer" in shows:
+        out["producer"] = {
+            "name": enterprise.name,
+            "wechat_account": enterprise.wechat_account,
+            "region": regions.full_name(enterprise.region_code),
+        }
+    if "origin" in shows and site is not None:
+        out["origin"] = _origin(site)
+    if "dates" in shows:
+        out["dates"] = {
+            "harvest_date": _day(batch.harvest_date),
+            "pack_date": _day(batch.pack_date),
+        }
+    if "grade" in shows:
+        out["grade"] = batch.grade
+    all_events = event_service.events_of(session, batch.id)
+    effective = event_service.effective_events(all_events)
+    findings = {
+        f["pesticide_event_id"]: f
+        for f in event_service.phi_findings(all_events, batch.harvest_date)
+    }
+    harvested = batch.harvest_date is not None or any(
+        e.type == EventType.HARVEST.value for e in effective
+    )
+    timeline = []
+    cards: dict[str, list[dict[str, Any]]] = {s: [] for s in CARD_SECTIONS}
+    for event in effective:
+        section = SECTION_OF_EVENT.get(event.type, "farming")
+        if section not in shows:
+            continue
+        view = _event_view(event, findings, harvested)
+        if section in cards:
+            cards[section].append(view)
+        else:
+            timeline.append(view)
+    if any(s in shows for s in ("farming", "pesticide", "fertilizer", "processing", "shipping")):
+        out["timeline"] = timeline
+    for section in CARD_SECTIONS:
+        if section in shows:
+            out[section] = cards[section]
+    if "media" in shows:
+        media = list(
+            session.scalars(
+                select(Attachment)
+                .where(Attachment.batch_id == batch.id, Attachment.is_public.is_(True))
+                .order_by(Attachment.id)
+            )
+        )
+        out["media"] = _media(media)
+    return out
+
+
+def _media(items: list[Attachment]) -> list[dict[str, Any]]:
+    images = [a for a in items if a.content_type.startswith("image/")]
+    out = []
+    for a in items:
+        kind = (
+            "image"
+            if a.content_type.startswith("image/")
+            else "video"
+            if a.content_type.startswith("video/")
+            else "document"
+        )
+        entry: dict[str, Any] = {
+            "id": a.id,
+            "kind": kind,
+            "content_type": a.content_type,
+            "caption": a.caption,
+            "event_id": a.event_id,
+            "size": a.size,
+        }
+        if kind == "video":
+            # Poster: a photo of the same event if there is one, else the batch's first photo.
+            same = [i for i in images if a.event_id is not None and i.event_id == a.event_id]
+            posters = same or images
+            entry["poster_id"] = posters[0].id if posters else None
+        out.append(entry)
+    return out
+
+
+# -- resolving ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolution:
+    verdict: str
+    facts: ScanFacts
+    #: Scans of this code including this one (printer checks do not count).
+    scan_count: int = 0
+    first_scan_at: datetime | None = None
+    first_region_code: str | None = None
+    suspicious_reason: str | None = None
+    recall: dict[str, Any] | None = None
+    voided: bool = False
+    void_reason: str | None = None
+    level: str | None = None
+    content: PublicContent | None = None
+
+    @property
+    def is_first_scan(self) -> bool:
+        return self.scan_count == 1
+
+    @property
+    def genuine_code(self) -> bool:
+        return self.verdict != Verdict.COUNTERFEIT.value
+
+
+COUNTERFEIT = Resolution(
+    verdict=Verdict.COUNTERFEIT.value, facts=ScanFacts(verdict=Verdict.COUNTERFEIT.value)
+)
+
+
+def _build_run_query() -> Any:
+    """The one query behind a verdict, built once with bind parameters (:run_id, :serial):
+    building a statement of this size costs more than running it."""
+    run_id: Any = bindparam("run_id")
+    serial: Any = bindparam("serial")
+    # Aliases: the subqueries must not correlate with the joined rows they select.
+    v, r = aliased(LabelVoid), aliased(Recall)
+    void_id = (
+        select(func.min(v.id))
+        .where(v.run_id == run_id, v.first_serial <= serial, v.last_serial >= serial)
+        .scalar_subquery()
+    )
+    recall_id = (
+        select(func.max(r.id))
+        .where(r.batch_id == LabelRun.batch_id, r.status == RecallStatus.OPEN.value)
+        .scalar_subquery()
+    )
+    events_stamp = (
+        select(func.max(TraceEvent.id))
+        .where(TraceEvent.batch_id == LabelRun.batch_id)
+        .scalar_subquery()
+    )
+    media_stamp = (
+        select(func.max(Attachment.id))
+        .where(Attachment.batch_id == LabelRun.batch_id)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            LabelRun.status,
+            LabelRun.first_serial,
+            LabelRun.count,
+            LabelRun.level,
+            LabelRun.key_version,
+            LabelRun.template,
+            LabelRun.batch_id,
+            LabelRun.enterprise_id,
+            Batch.product_id,
+            Batch.status.label("batch_status"),
+            CodeState.scan_count,
+            CodeState.first_scan_at,
+            CodeState.first_region_code,
+            CodeState.suspicious_reason,
+            LabelVoid.id.label("void_id"),
+            LabelVoid.reason.label("void_reason"),
+            Recall.level.label("recall_level"),
+            Recall.public_notice,
+            Recall.opened_at,
+            events_stamp.label("events_stamp"),
+            media_stamp.label("media_stamp"),
+        )
+        .select_from(LabelRun)
+        .join(Batch, Batch.id == LabelRun.batch_id)
+        .outerjoin(CodeState, and_(CodeState.run_id == LabelRun.id, CodeState.serial == serial))
+        .outerjoin(LabelVoid, LabelVoid.id == void_id)
+        .outerjoin(Recall, Recall.id == recall_id)
+        .where(LabelRun.id == run_id)
+    )
+
+
+_RUN_QUERY = _build_run_query()
+
+
+def resolve(
+    session: Session,
+    keyring: Keyring,
+    text: str,
+    ctx: ScanContext,
+    rules: Rules,
+    cache: ContentCache,
+    now: datetime | None = None,
+) -> Resolution:
+    """The verdict on a scanned text and the public content behind it. Reads only."""
+    code = codes.parse(keyring, extract_code(text))
+    if code is None:
+        return COUNTERFEIT  # before any database access
+    # Core on the session's connection: the ORM layer would only add overhead here.
+    row = (
+        session.connection()
+        .execute(_RUN_QUERY, {"run_id": code.run_id, "serial": code.serial})
+        .one_or_none()
+    )
+    if (
+        row is None
+        or row.status != RunStatus.ISSUED.value
+        or row.key_version != code.key_version
+        or not row.first_serial <= code.serial <= row.first_serial + row.count - 1
+    ):
+        return COUNTERFEIT
+    now = now or datetime.now(UTC)
+    item_level = row.level != LabelLevel.BATCH.value
+    before = int(row.scan_count or 0)
+    count = before + 1 if ctx.counts else before
+    reason = row.suspicious_reason
+    new_suspicion: str | None = None
+    if ctx.counts and item_level and reason is None:
+        if count > rules.max_scans:
+            new_suspicion = COUNT
+        elif ctx.region_code is not None:
+            prev = previous_located_scan(session, code.run_id, code.serial, now)
+            if prev is not None and too_fast(rules, prev[0], prev[1], ctx.region_code, now):
+                new_suspicion = DISTANCE
+    reason = reason or new_suspicion
+    if not item_level:
+        reason = None
+    recalled = row.batch_status == "recalled" and row.public_notice is not None
+    if row.void_id is not None:
+        verdict = Verdict.VOIDED.value
+    elif recalled:
+        verdict = Verdict.RECALLED.value
+    elif reason is not None:
+        verdict = Verdict.SUSPICIOUS.value
+    else:
+        verdict = Verdict.GENUINE.value
+
+    first_at = row.first_scan_at
+    first_region = row.first_region_code
+    if first_at is None and ctx.counts:
+        first_at, first_region = now, ctx.region_code
+    key = (code.run_id, int(row.events_stamp or 0), int(row.media_stamp or 0))
+    content = cache.get(key)
+    if content is None:
+        content = PublicContent(build_content(session, row.batch_id, row.template))
+        cache.put(key, content)
+    return Resolution(
+        verdict=verdict,
+        facts=ScanFacts(
+            verdict=verdict,
+            run_id=code.run_id,
+            serial=code.serial,
+            enterprise_id=row.enterprise_id,
+            batch_id=row.batch_id,
+            product_id=row.product_id,
+            new_suspicion=new_suspicion if item_level else None,
+        ),
+        scan_count=count,
+        first_scan_at=first_at,
+        first_region_code=first_region,
+        suspicious_reason=reason,
+        recall=(
+            {
+                "level": row.recall_level,
+                "notice": row.public_notice,
+                "opened_at": row.opened_at.isoformat() if row.opened_at else None,
+                "opened_on": _day(row.opened_at),
+            }
+            if recalled
+            else None
+        ),
+        voided=row.void_id is not None,
+        void_reason=row.void_reason if row.void_id is not None else None,
+        level=row.level,
+        content=content,
+    )
+
+
+def public_dict(res: Resolution) -> dict[str, Any]:
+    """The JSON view of a resolution (language-neutral; callers add messages).
+
+    A counterfeit answer is a constant: nothing in it depends on what was wrong.
+    """
+    if not res.genuine_code:
+        return {"verdict": res.verdict}
+    first_region = res.first_region_code
+    out: dict[str, Any] = {
+        "verdict": res.verdict,
+        "scan": {
+            "count": res.scan_count,
+            "first_scan": res.is_first_scan,
+            "first_scan_at": res.first_scan_at.isoformat() if res.first_scan_at else None,
+            "first_region_code": first_region,
+            "first_region_name": regions.full_name(first_region) if first_region else None,
+        },
+        "suspicious_reason": res.suspicious_reason,
+        "recall": res.recall,
+        "voided": res.voided,
+        "level": res.level,
+    }
+    if res.content is not None:
+        out.update(res.content.data)
+    return out
