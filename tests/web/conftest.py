@@ -1,0 +1,116 @@
+"""Scan-resolution fixtures: the demo world with issued label runs and their codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.orm import Session
+
+from trace.config import Config
+from trace.crypto.keyring import Keyring
+from trace.models import CodeState, Device, LabelRun, ScanEvent
+from trace.models.enums import Role
+from trace.services import auth, labels
+from trace.services.actors import Actor
+from trace.services.keys import load_keyring
+
+PHONE_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/4G"
+)
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    # Most tests here send many requests from one address; the limit has its own tests.
+    return config.with_overrides(resolve_rate_limit="off", suspicious_scan_count=5)
+
+
+@dataclass
+class World:
+    app: Flask
+    keyring: Keyring
+    demo: dict[str, Any]
+    citrus_run: int
+    tomato_run: int
+    first: dict[int, int]
+
+    def code(self, index: int = 0, run: int | None = None) -> str:
+        run_id = self.citrus_run if run is None else run
+        with self.app.extensions["trace.sessions"]() as s:
+            r = s.get(LabelRun, run_id)
+            assert r is not None
+            return labels.code_of(self.keyring, r, r.first_serial + index)
+
+    def issue(self, batch_id: int, count: int, **kw: Any) -> int:
+        with self.app.extensions["trace.sessions"]() as s:
+            from trace.models import Batch
+
+            batch = s.get(Batch, batch_id)
+            assert batch is not None
+            actor = Actor(
+                user_id=None, role=Role.ENTERPRISE_ADMIN, enterprise_id=batch.enterprise_id
+            )
+            req = labels.RunRequest(
+                batch_id=batch_id,
+                count=count,
+                profile="tspl-203dpi-40x30",
+                format="tspl",
+                level=kw.pop("level", "item"),
+                template=kw.pop("template", None),
+            )
+            run = labels.issue_run(s, actor, self.keyring, req, max_count=100_000, **kw)
+            s.commit()
+            return run.id
+
+    def session(self) -> Session:
+        return self.app.extensions["trace.sessions"]()  # type: ignore[no-any-return]
+
+    def scans(self) -> list[ScanEvent]:
+        with self.session() as s:
+            return list(s.scalars(select(ScanEvent).order_by(ScanEvent.id)))
+
+    def scan_count(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(ScanEvent)) or 0)
+
+    def state(self, run_id: int, serial: int) -> CodeState | None:
+        with self.session() as s:
+            return s.get(CodeState, (run_id, serial))
+
+    def device(self, kind: str, region: str, name: str = "test device") -> tuple[int, str]:
+        with self.session() as s:
+            device = Device(kind=kind, name=name, region_code=region, token_hash="pending")
+            s.add(device)
+            s.flush()
+            token = auth.issue_device_token(s, device)
+            s.commit()
+            return device.id, token
+
+
+@pytest.fixture
+def world(app: Flask, demo: dict[str, Any]) -> World:
+    keyring = load_keyring(app.extensions["trace.config"])
+    w = World(app, keyring, demo, 0, 0, {})
+    w.citrus_run = w.issue(demo["batch_id"], 200)
+    w.tomato_run = w.issue(demo["tomato_batch_id"], 20)
+    return w
+
+
+@pytest.fixture
+def statements(app: Flask) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine sends while the test runs."""
+    seen: list[str] = []
+    engine: Engine = app.extensions["trace.engine"]
+
+    def _record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", _record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", _record)
