@@ -146,8 +146,7 @@ def test_decrypting_codes_outside_issued_runs_are_counterfeit_too(
 
 
 def _without_set(statements: list[str]) -> list[str]:
-    # PostgreSQL: the scan transaction relaxes synchronous_commit (SET LOCAL); not a query.
-    return [s for s in statements if not s.startswith("SET LOCAL synchronous_commit")]
+    return list(statements)
 
 
 def test_forged_code_touches_the_database_only_to_log_the_attempt(
@@ -156,8 +155,11 @@ def test_forged_code_touches_the_database_only_to_log_the_attempt(
     forged = "A" + "B" * 26
     statements.clear()
     assert _resolve(client, forged).get_data() == COUNTERFEIT
-    queries = _without_set(statements)
-    assert len(queries) == 1 and queries[0].startswith("INSERT INTO scan_events"), statements
+    # One statement: the log insert (on PostgreSQL wrapped with the relaxed-commit setting).
+    assert len(statements) == 1, statements
+    assert "INSERT INTO scan_events" in statements[0]
+    for table in ("label_runs", "code_states", "batches", "label_voids"):
+        assert table not in statements[0]
 
 
 def test_genuine_code_costs_three_statements_and_no_n_plus_one(
@@ -170,8 +172,9 @@ def test_genuine_code_costs_three_statements_and_no_n_plus_one(
     statements.clear()
     _resolve(client, codes[1])  # warm: content cached
     warm = _without_set(statements)
-    assert [s.split()[0] for s in warm] == ["SELECT", "INSERT", "INSERT"], warm
-    assert "ON CONFLICT" in warm[2]
+    # One read; the write is the scan plus the code's state (one statement on PostgreSQL).
+    assert [s.split()[0] for s in warm] in (["SELECT", "INSERT", "INSERT"], ["SELECT", "WITH"])
+    assert "ON CONFLICT" in warm[-1] and "INSERT INTO scan_events" in " ".join(warm)
     # More events must not mean more queries (no N+1): a batch with twice the records.
     from tests.web.test_scan_rules import add_events
 
@@ -188,7 +191,7 @@ def test_failed_scan_log_still_answers_and_is_counted(
     engine = app.extensions["trace.engine"]
 
     def _fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT INTO scan_events"):
+        if "INSERT INTO scan_events" in statement:
             raise OSError("disk full")
 
     before = scanlog.failure_count()
