@@ -12,10 +12,11 @@ read-modify-write round trip:
 * ``code_states``: count, first scan time and county, last scan, and the sticky
   ``suspicious_reason`` once a rule fired.
 
-On PostgreSQL the scan transaction commits with ``synchronous_commit = off`` (``set_config``
-with is_local: this transaction only). A crash can then lose the last few hundred milliseconds of scans,
-never corrupt anything; in exchange a scan does not wait for a WAL flush. Audit entries
-and records keep full durability because the setting never leaves this transaction.
+On PostgreSQL the scan transaction commits with ``synchronous_commit = off``
+(``set_config`` with is_local: this transaction only). A crash can then lose the last few
+hundred milliseconds of scans, never corrupt anything; in exchange a scan does not wait
+for a WAL flush. Audit entries and records keep full durability because the setting never
+leaves this transaction.
 
 Writing the log must never cost the shopper the page: the entry point catches a failed
 write, rolls back, and calls :func:`note_failure`, which counts it (per process, see
