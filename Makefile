@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench-labels: $(STAMP)
-	$(BIN)/python bench/bench_labels.py
+	$(BIN)/python bench/bench_labels.py --record-hook bench.record_run:record
 
 bench-resolve: $(STAMP)
 	$(BIN)/python bench/bench_resolve.py

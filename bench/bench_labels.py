@@ -93,12 +93,15 @@ def run_child(fmt: str, profile_name: str, count: int, path: Path, record_hook: 
     keyring = Keyring.from_text(BENCH_KEYS)
 
     start = time.perf_counter()
-    chunks = iter_chunks(keyring, 1, 1, count, BASE_URL)
+    run_id, first_serial = 1, 1
     if hook is not None:
-        # HOOK(lead): record the run (one LabelRun row) here; it is inside the timed part.
-        hook(
-            {"run_id": 1, "first_serial": 1, "count": count, "format": fmt, "profile": profile_name}
+        # Record the run (one LabelRun row, committed) before minting: the codes carry
+        # the run id the database handed out. Inside the timed part.
+        recorded = hook(
+            {"count": count, "format": fmt, "profile": profile_name, "keyring": keyring}
         )
+        run_id, first_serial = recorded["run_id"], recorded["first_serial"]
+    chunks = iter_chunks(keyring, run_id, first_serial, count, BASE_URL)
     with path.open("wb") as fh:
         written = write_labels(fmt, profile, content, chunks, fh)
     seconds = time.perf_counter() - start
