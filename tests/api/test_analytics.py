@@ -259,12 +259,14 @@ def test_regions_drill_down_province_city_county(
     assert cities["5301"]["scans"] == 9  # Songming 8 + Kunming's Guandu district 1
     counties = _rows(client, admin, "scans/regions", region="5301")
     assert {r["region_code"]: r["scans"] for r in counties} == {"530127": 8, "530111": 1}
-    assert not counties[0]["drillable"]
+    assert all(r["drillable"] for r in counties)
     at_county = _rows(client, admin, "scans/regions", region="53", level="county")
     assert len(at_county) == 3 and sum(r["share"] for r in at_county) == pytest.approx(100)
     # A county regulator: its own county is the comparison.
     hn = _rows(client, world["tokens"]["huaning-regulator"], "scans/regions")
-    assert [(r["region_code"], r["region_name"]) for r in hn] == [("530424", "华宁县")]
+    assert [(r["region_code"], r["region_name"], r["drillable"]) for r in hn] == [
+        ("530424", "华宁县", False)
+    ]
 
 
 def test_regulator_cannot_widen_its_jurisdiction(

@@ -461,8 +461,9 @@ def scan_regions(session: Session, scope: Scope, rng: DateRange, level: str | No
             scope,
         )
         row["share"] = round(100.0 * row["scans"] / total, 2)
-        # Drill-down goes one level deeper, unless this is a county or the unknown region.
-        row["drillable"] = len(code) < 6 and not code.startswith("00")
+        # Any region below the scope can be opened (a county too: its own view); the
+        # scope itself and the pseudo-region of unknown locations cannot.
+        row["drillable"] = code != scope.region and not code.startswith("00")
         rows.append(row)
     rows.sort(key=lambda r: (-r["scans"], r["region_code"]))
     columns = [

@@ -1,0 +1,196 @@
+"""The dashboard page: sign-in, scope, drill-down, languages, and its actions (alerts,
+recalls) through forms with a CSRF token."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tests.api.test_analytics import SONGMING_NEEDLES, build_world
+from trace.models import Alert, Batch, Recall, User
+from trace.models.enums import Role
+from trace.services import accounts, demo
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+def world(app: Flask) -> dict[str, Any]:
+    return build_world(app)
+
+
+def _login(client: FlaskClient, username: str, password: str = demo.DEMO_PASSWORD) -> None:
+    r = client.post("/login", data={"username": username, "password": password})
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+
+def _page(client: FlaskClient, query: str = "") -> str:
+    r = client.get("/dashboard" + query)
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    return r.get_data(as_text=True)
+
+
+def test_sign_in_is_required_and_roles_are_checked(
+    app: Flask, client: FlaskClient, world: dict[str, Any], session: Session
+) -> None:
+    r = client.get("/dashboard?region=530424")
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/login?next=/dashboard")
+    hn = session.scalars(select(User).where(User.username == "huaning-coop")).one()
+    accounts.create_user(
+        session,
+        demo.SYSTEM,
+        {
+            "username": "hn-operator",
+            "password": "operator-pass-1",
+            "role": Role.ENTERPRISE_OPERATOR.value,
+            "enterprise_id": hn.enterprise_id,
+        },
+    )
+    session.commit()
+    _login(client, "hn-operator", "operator-pass-1")
+    assert client.get("/dashboard").status_code == 403
+
+
+def test_huaning_regulator_sees_its_county_only(client: FlaskClient, world: dict[str, Any]) -> None:
+    _login(client, "huaning-regulator")
+    html = _page(client)
+    assert "监管驾驶舱" in html and '<html lang="zh-CN">' in html
+    assert 'id="kpi-scans">10<' in html
+    assert html.count("<polyline") == 2 and 'id="region-table"' in html
+    assert "华宁县" in html and "HN-GJ-2026-11-009" in html  # PHI and failed inspection rows
+    for needle in SONGMING_NEEDLES:
+        assert needle not in html, needle
+    # Above its jurisdiction the breadcrumb has no links, and asking is refused.
+    crumbs = html[html.index('id="breadcrumb"') : html.index("</nav>")]
+    assert "<a " not in crumbs
+    assert client.get("/dashboard?region=5304").status_code == 403
+    assert client.get("/dashboard?region=530127").status_code == 403
+    english = _page(client, "?lang=en")
+    assert "Regulator dashboard" in english and "Regional comparison" in english
+
+
+def test_drill_down_province_city_county(client: FlaskClient, world: dict[str, Any]) -> None:
+    _login(client, "admin")
+    html = _page(client)
+    link = re.search(r'href="(/dashboard\?region=53)"[^>]*data-region="53"', html)
+    assert link, "province rows link to their drill-down"
+    html = _page(client, "?region=53")
+    assert 'data-region="5304"' in html and 'data-region="5301"' in html
+    html = _page(client, "?region=5304")
+    county = re.search(r'href="([^"]+)" class="drill" data-region="530424"', html)
+    assert county
+    html = _page(client, county.group(1).replace("/dashboard", "").replace("&amp;", "&"))
+    crumbs = html[html.index('id="breadcrumb"') : html.index("</nav>")]
+    assert [m for m in re.findall(r">([^<>]+)</(?:a|b)>", crumbs)] == [
+        "全国",
+        "云南省",
+        "玉溪市",
+        "华宁县",
+    ]
+    assert 'id="kpi-scans">10<' in html
+
+
+def test_csv_links_work_with_the_session(client: FlaskClient, world: dict[str, Any]) -> None:
+    _login(client, "huaning-regulator")
+    html = _page(client)
+    links = re.findall(r'class="csv" href="([^"]+)"', html)
+    assert len(links) >= 10
+    for href in links:
+        r = client.get(href.replace("&amp;", "&"))
+        assert r.status_code == 200, href
+        assert r.get_data().startswith(b"\xef\xbb\xbf")
+        assert "嵩" not in r.get_data(as_text=True)
+
+
+def test_acknowledge_and_close_an_alert_from_the_page(
+    client: FlaskClient, world: dict[str, Any], session: Session
+) -> None:
+    _login(client, "huaning-regulator")
+    html = _page(client)
+    alert = session.scalars(
+        select(Alert).where(Alert.kind == "phi_violation", Alert.region_code == "530424")
+    ).one()
+    token = CSRF.search(html)
+    assert token
+    url = f"/dashboard/alerts/{alert.id}/acknowledge"
+    assert client.post(url, data={"note": "x"}).status_code == 400  # no CSRF token
+    r = client.post(
+        url, data={"csrf": token.group(1), "note": "已电话通知", "next": "/dashboard#alerts"}
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/dashboard#alerts"
+    closed = client.post(
+        f"/dashboard/alerts/{alert.id}/close", data={"csrf": token.group(1), "note": "已处理"}
+    )
+    assert closed.status_code == 302
+    session.expire_all()
+    alert = session.get(Alert, alert.id)
+    regulator = session.scalars(select(User).where(User.username == "huaning-regulator")).one()
+    assert alert is not None and alert.status == "closed"
+    assert alert.acknowledged_by == regulator.id and alert.acknowledge_note == "已电话通知"
+    assert alert.closed_by == regulator.id and alert.close_note == "已处理"
+    assert alert.acknowledged_at is not None and alert.closed_at is not None
+    assert alert.closed_at >= alert.acknowledged_at
+    # Enterprises see alerts but have no buttons, and posting is refused.
+    coop = FlaskClient(client.application, use_cookies=True)
+    _login(coop, "huaning-coop")
+    html = _page(coop)
+    assert "/acknowledge" not in html
+    other = session.scalars(
+        select(Alert).where(Alert.region_code == "530424", Alert.status == "open")
+    ).first()
+    assert other is not None
+    # A form token of this session (from the recall form), to show the refusal is by role.
+    form = coop.get(f"/dashboard/batches/{world['batch_id']}/recall").get_data(as_text=True)
+    token = CSRF.search(form)
+    assert token
+    refused = coop.post(
+        f"/dashboard/alerts/{other.id}/close", data={"csrf": token.group(1), "note": "x"}
+    )
+    assert refused.status_code == 403
+
+
+def test_recall_from_the_page_and_its_report(
+    client: FlaskClient, world: dict[str, Any], session: Session
+) -> None:
+    _login(client, "huaning-regulator")
+    batch = session.scalars(select(Batch).where(Batch.batch_no == "HN-GJ-2026-11-001")).one()
+    form = client.get(f"/dashboard/batches/{batch.id}/recall")
+    assert form.status_code == 200
+    token = CSRF.search(form.get_data(as_text=True))
+    assert token
+    sm = session.scalars(select(Batch).where(Batch.batch_no == "SY-FQ-2026-11-015")).one()
+    assert client.get(f"/dashboard/batches/{sm.id}/recall").status_code == 404
+    bad = client.post(
+        f"/dashboard/batches/{batch.id}/recall",
+        data={"csrf": token.group(1), "level": "一级", "reason": "农残超标", "public_notice": ""},
+    )
+    assert bad.status_code == 200 and 'role="alert"' in bad.get_data(as_text=True)
+    r = client.post(
+        f"/dashboard/batches/{batch.id}/recall",
+        data={
+            "csrf": token.group(1),
+            "level": "二级",
+            "reason": "农残超标",
+            "public_notice": "请停止食用本批次柑桔",
+        },
+    )
+    assert r.status_code == 302
+    report = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "请停止食用本批次柑桔" in report and "云南省昆明市官渡区" in report
+    assert "华宁县电商服务中心溯源一体机" in report
+    recall = session.scalars(select(Recall)).one()
+    done = client.post(
+        f"/dashboard/recalls/{recall.id}/close", data={"csrf": token.group(1), "note": "已下架"}
+    )
+    assert done.status_code == 302
+    session.expire_all()
+    recall = session.get(Recall, recall.id)
+    assert recall is not None and recall.status == "closed" and recall.close_note == "已下架"
+    assert session.get(Batch, batch.id).status == "recalled"  # type: ignore[union-attr]
