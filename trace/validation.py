@@ -7,7 +7,8 @@ import re
 # GB 32100-2015: 18 characters from this 31-character alphabet (no I, O, S, V, Z).
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_USCC_SHAPE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
+# [0-9], not \d: \d also matches full-width and other Unicode digits.
+_USCC_SHAPE = re.compile(r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}")
 
 
 def uscc_check_char(first17: str) -> str:
@@ -17,7 +18,7 @@ def uscc_check_char(first17: str) -> str:
 
 def is_valid_uscc(code: str) -> bool:
     """统一社会信用代码 with a correct check character (the 18th)."""
-    if not _USCC_SHAPE.match(code):
+    if not _USCC_SHAPE.fullmatch(code):
         return False
     return uscc_check_char(code[:17]) == code[17]
 
@@ -30,14 +31,14 @@ def gtin_check_digit(body: str) -> str:
 
 def is_valid_gtin(code: str) -> bool:
     """GTIN-8/12/13/14 with a correct mod-10 check digit."""
-    if not code.isdigit() or len(code) not in (8, 12, 13, 14):
+    if not (code.isascii() and code.isdigit()) or len(code) not in (8, 12, 13, 14):
         return False
     return gtin_check_digit(code[:-1]) == code[-1]
 
 
 # 农药登记证号: PD (正式), PDN, WP (卫生用), LS (临时), WL; then year and serial digits.
-PESTICIDE_REGISTRATION = re.compile(r"^(PD|PDN|WP|WL|LS)\d{6,8}$")
+PESTICIDE_REGISTRATION = re.compile(r"(PD|PDN|WP|WL|LS)[0-9]{6,8}")
 
 
 def is_valid_pesticide_registration(number: str) -> bool:
-    return bool(PESTICIDE_REGISTRATION.match(number))
+    return bool(PESTICIDE_REGISTRATION.fullmatch(number))

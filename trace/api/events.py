@@ -33,8 +33,8 @@ class BatchEvents(MethodView):
     @blp.response(201, EventOut)
     def post(self, data: dict[str, Any], batch_id: int) -> Any:
         """Record an event; with corrects_id and correction_reason it corrects an earlier one."""
-        event = events.record_event(db(), current_actor(), batch_id, data)
-        event.corrected_by_id = None
+        event: Any = events.record_event(db(), current_actor(), batch_id, data)
+        event.corrected_by_id = None  # a new event has not been corrected yet
         return event
 
 

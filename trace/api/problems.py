@@ -26,6 +26,9 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
 }
 
 
+_KEPT_HEADERS = ("Allow", "Content-Range", "Retry-After", "WWW-Authenticate")
+
+
 def _flatten(messages: Any, prefix: str = "") -> list[dict[str, str]]:
     """marshmallow/webargs messages {location: {field: [msg]}} -> [{field, message}]."""
     out: list[dict[str, str]] = []
@@ -65,7 +68,12 @@ def problem(
         body["detail"] = detail
     if invalid:
         body["errors"] = invalid
-    response = Response(json.dumps(body, ensure_ascii=False), status=status, mimetype=PROBLEM_JSON)
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from the input: escape it
+        text = json.dumps(body, ensure_ascii=True)
+    response = Response(text, status=status, mimetype=PROBLEM_JSON)
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
@@ -98,11 +106,15 @@ def handle_http_exception(exc: HTTPException) -> Response:
     if isinstance(data, Mapping) and "messages" in data:
         invalid = _strip_location(_flatten(data["messages"]))
         detail = "Some fields are invalid: " + ", ".join(sorted({i["field"] for i in invalid}))
+    # Headers the status is meaningless without: Allow (405), Content-Range (416, so a
+    # player learns the length), Retry-After (429/503), WWW-Authenticate (401).
+    original = exc.get_response().headers
+    kept = {k: original[k] for k in _KEPT_HEADERS if k in original}
     if _wants_page():
-        return _page(status, title, detail)
-    headers = dict(exc.get_response().headers) if status == 405 else None
-    allow = {"Allow": headers["Allow"]} if headers and "Allow" in headers else None
-    return problem(status, title, detail, invalid, allow)
+        page = _page(status, title, detail)
+        page.headers.update(kept)
+        return page
+    return problem(status, title, detail, invalid, kept or None)
 
 
 def handle_unexpected(exc: Exception) -> Response:
@@ -112,7 +124,17 @@ def handle_unexpected(exc: Exception) -> Response:
     return problem(500, "Internal Server Error", "An unexpected error occurred; it was logged.")
 
 
+def handle_recursion(exc: RecursionError) -> Response:
+    """JSON nested thousands deep exhausts the parser's stack: the client's fault, not ours."""
+    if not request.content_length:
+        return handle_unexpected(exc)
+    if _wants_page():
+        return _page(400, "Bad Request", None)
+    return problem(400, "Bad Request", "The request body is nested too deeply to read.")
+
+
 def register(app: Flask) -> None:
     app.register_error_handler(errors.DomainError, handle_domain_error)
+    app.register_error_handler(RecursionError, handle_recursion)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

@@ -13,7 +13,7 @@ from trace.models.enums import Role
 from trace.regions import lookup as regions
 from trace.services import audit, auth
 from trace.services.actors import Actor
-from trace.services.scope import enterprise_filter
+from trace.services.scope import enterprise_filter, is_storable_id
 from trace.validation import is_valid_uscc
 
 
@@ -55,6 +55,8 @@ def list_enterprises(session: Session, actor: Actor) -> list[Enterprise]:
 
 
 def get_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Enterprise:
+    if not is_storable_id(enterprise_id):
+        raise NotFound(f"Enterprise {enterprise_id} not found.")
     stmt = select(Enterprise).where(
         Enterprise.id == enterprise_id, enterprise_filter(actor, Enterprise.id)
     )
@@ -98,6 +100,9 @@ def create_user(session: Session, actor: Actor, data: dict[str, Any]) -> User:
     if actor.is_platform_admin:
         pass
     elif actor.role is Role.ENTERPRISE_ADMIN and role is Role.ENTERPRISE_OPERATOR:
+        if enterprise_id not in (None, actor.enterprise_id):
+            # Refused rather than silently moved, so the admin learns the account is theirs.
+            raise Forbidden("You can create accounts only in your own enterprise.")
         enterprise_id = actor.enterprise_id
     else:
         raise Forbidden("You cannot create this kind of account.")
@@ -107,7 +112,11 @@ def create_user(session: Session, actor: Actor, data: dict[str, Any]) -> User:
             problems["enterprise_id"] = ["An enterprise account needs an existing enterprise."]
         region_prefix = None
     elif role is Role.REGULATOR:
-        if not region_prefix or not region_prefix.isdigit() or len(region_prefix) not in (2, 4, 6):
+        if (
+            not region_prefix
+            or not (region_prefix.isascii() and region_prefix.isdigit())
+            or len(region_prefix) not in (2, 4, 6)
+        ):
             problems["region_prefix"] = ["2, 4 or 6 digits (province, city or county)."]
         enterprise_id = None
     else:
@@ -166,7 +175,7 @@ def list_tokens(session: Session, actor: Actor) -> list[ApiToken]:
 
 
 def revoke_token(session: Session, actor: Actor, token_id: int) -> None:
-    token = session.get(ApiToken, token_id)
+    token = session.get(ApiToken, token_id) if is_storable_id(token_id) else None
     if token is None or token.user_id != actor.user_id:
         raise NotFound(f"Token {token_id} not found.")
     from trace.db import utcnow

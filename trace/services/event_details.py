@@ -14,7 +14,8 @@ from trace.models.enums import EventType
 from trace.validation import is_valid_pesticide_registration
 
 CERTIFICATE_TYPES = ("无公害", "绿色", "有机", "地理标志", "SC", "承诺达标合格证")
-_text = {"validate": validate.Length(min=1, max=200)}
+#: Free text a farmer types: a name, a target pest, an issuer.
+_TEXT = validate.Length(min=1, max=200)
 
 
 class _Details(Schema):
@@ -23,16 +24,16 @@ class _Details(Schema):
 
 
 class PesticideDetails(_Details):
-    product_name = fields.String(required=True, **_text)
+    product_name = fields.String(required=True, validate=_TEXT)
     registration_no = fields.String(required=True)
-    active_ingredient = fields.String(required=True, **_text)
+    active_ingredient = fields.String(required=True, validate=_TEXT)
     dose = fields.Decimal(
         required=True, as_string=True, validate=validate.Range(min=0, min_inclusive=False)
     )
     dose_unit = fields.String(required=True, validate=validate.Length(min=1, max=20))
     dilution = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    target = fields.String(required=True, **_text)
-    phi_days = fields.Integer(required=True, validate=validate.Range(min=0, max=365))
+    target = fields.String(required=True, validate=_TEXT)
+    phi_days = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=365))
     area_mu = fields.Decimal(as_string=True, validate=validate.Range(min=0))
 
     @validates_schema
@@ -45,7 +46,7 @@ class PesticideDetails(_Details):
 
 
 class FertilizerDetails(_Details):
-    name = fields.String(required=True, **_text)
+    name = fields.String(required=True, validate=_TEXT)
     amount = fields.Decimal(
         required=True, as_string=True, validate=validate.Range(min=0, min_inclusive=False)
     )
@@ -55,14 +56,14 @@ class FertilizerDetails(_Details):
 
 
 class InspectionItem(_Details):
-    name = fields.String(required=True, **_text)
+    name = fields.String(required=True, validate=_TEXT)
     result = fields.String(required=True, validate=validate.Length(min=1, max=100))
     limit = fields.String(validate=validate.Length(max=100))
     passed = fields.Boolean(required=True)
 
 
 class InspectionDetails(_Details):
-    method = fields.String(required=True, **_text)
+    method = fields.String(required=True, validate=_TEXT)
     items = fields.List(
         fields.Nested(InspectionItem), required=True, validate=validate.Length(min=1)
     )
@@ -80,7 +81,7 @@ class InspectionDetails(_Details):
 class CertificationDetails(_Details):
     cert_type = fields.String(required=True, validate=validate.OneOf(CERTIFICATE_TYPES))
     number = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    issuer = fields.String(required=True, **_text)
+    issuer = fields.String(required=True, validate=_TEXT)
     valid_from = fields.Date(required=True)
     valid_until = fields.Date(required=True)
 
@@ -113,20 +114,20 @@ class HarvestDetails(_Details):
 
 
 class ProcessingDetails(_Details):
-    process = fields.String(required=True, **_text)  # washing, grading, waxing…
+    process = fields.String(required=True, validate=_TEXT)  # washing, grading, waxing…
     grade = fields.String(validate=validate.Length(max=40))
     quantity = fields.Decimal(as_string=True, validate=validate.Range(min=0))
     unit = fields.String(validate=validate.Length(max=20))
 
 
 class PackingDetails(_Details):
-    package = fields.String(required=True, **_text)
-    units = fields.Integer(validate=validate.Range(min=0))
+    package = fields.String(required=True, validate=_TEXT)
+    units = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**9))
 
 
 class ShippingDetails(_Details):
-    destination = fields.String(required=True, **_text)
-    destination_region = fields.String(validate=validate.Regexp(r"^\d{6}$"))
+    destination = fields.String(required=True, validate=_TEXT)
+    destination_region = fields.String(validate=validate.Regexp(r"^[0-9]{6}\Z"))
     carrier = fields.String(validate=validate.Length(max=100))
     vehicle = fields.String(validate=validate.Length(max=40))
     quantity = fields.Decimal(as_string=True, validate=validate.Range(min=0))
@@ -134,13 +135,13 @@ class ShippingDetails(_Details):
 
 
 class ReceivingDetails(_Details):
-    receiver = fields.String(required=True, **_text)
+    receiver = fields.String(required=True, validate=_TEXT)
     quantity = fields.Decimal(as_string=True, validate=validate.Range(min=0))
     unit = fields.String(validate=validate.Length(max=20))
 
 
 class RetailDetails(_Details):
-    store = fields.String(required=True, **_text)
+    store = fields.String(required=True, validate=_TEXT)
 
 
 DETAIL_SCHEMAS: dict[EventType, type[Schema]] = {

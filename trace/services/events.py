@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trace.errors import Conflict, NotFound, ValidationFailed
-from trace.models import Batch, TraceEvent
+from trace.models import Attachment, Batch, TraceEvent
 from trace.models.enums import BatchStatus, EventType
 from trace.services import audit
 from trace.services.actors import Actor
@@ -66,6 +66,13 @@ def record_event(session: Session, actor: Actor, batch_id: int, data: dict[str, 
                 "Unknown event to correct.",
                 fields={"corrects_id": ["No such event in this batch."]},
             )
+        later = session.scalar(select(TraceEvent.id).where(TraceEvent.corrects_id == target.id))
+        if later is not None:
+            # Two corrections of one record would both count as current history.
+            raise ValidationFailed(
+                "This event was already corrected.",
+                fields={"corrects_id": [f"Corrected by event {later}; correct that one instead."]},
+            )
         if target.type != event_type.value:
             raise ValidationFailed(
                 "A correction keeps the event type.", fields={"type": [f"Must be {target.type}."]}
@@ -84,7 +91,7 @@ def record_event(session: Session, actor: Actor, batch_id: int, data: dict[str, 
         enterprise_id=batch.enterprise_id,
         batch_id=batch.id,
         type=event_type.value,
-        occurred_at=data["occurred_at"],
+        occurred_at=data["occurred_at"].astimezone(UTC),  # as it reads back from the DB
         place=data.get("place", ""),
         actor=data.get("actor", ""),
         note=data.get("note", ""),
@@ -131,6 +138,8 @@ def update_event(
     event, batch = _editable_event(session, actor, event_id)
     if "details" in changes:
         changes["details"] = validate_details(EventType(event.type), changes["details"] or {})
+    if "occurred_at" in changes:
+        changes["occurred_at"] = changes["occurred_at"].astimezone(UTC)
     for key, value in changes.items():
         setattr(event, key, value)
     session.flush()
@@ -151,6 +160,12 @@ def delete_event(session: Session, actor: Actor, event_id: int) -> None:
     event, batch = _editable_event(session, actor, event_id)
     if any(e.corrects_id == event.id for e in events_of(session, batch.id)):
         raise Conflict("Another event corrects this one; it cannot be deleted.")
+    # Photos and videos are evidence: they are not dropped along with the event.
+    if session.scalar(select(Attachment.id).where(Attachment.event_id == event.id).limit(1)):
+        raise Conflict(
+            "Photos or videos are attached to this event; it cannot be deleted.",
+            fields={"event": ["Has attachments."]},
+        )
     session.delete(event)
     session.flush()
     refresh_phi_flag(session, batch)

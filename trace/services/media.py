@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import IO
 
 import filetype
 from sqlalchemy import select
@@ -39,7 +39,7 @@ def add_attachment(
     storage: Storage,
     actor: Actor,
     batch_id: int,
-    stream: BinaryIO,
+    stream: IO[bytes],
     filename: str,
     limit: int,
     event_id: int | None = None,

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from trace.errors import Conflict, ValidationFailed
 from trace.models import Batch, Product, Site
 from trace.models.enums import BatchStatus
-from trace.services import audit
+from trace.services import audit, events
 from trace.services.actors import Actor
-from trace.services.scope import get_visible, get_writable, scoped
+from trace.services.scope import get_visible, get_writable, is_storable_id, scoped
 
 
 def _apply(obj: object, changes: dict[str, Any]) -> None:
@@ -106,12 +106,20 @@ def update_site(session: Session, actor: Actor, site_id: int, changes: dict[str,
 def _check_references(session: Session, actor: Actor, data: dict[str, Any]) -> None:
     """Products and sites must be the caller's own: another tenant's id is 'not found'."""
     errors: dict[str, list[str]] = {}
-    for field, model in (("product_id", Product), ("site_id", Site)):
+    models: tuple[tuple[str, type[Product] | type[Site]], ...] = (
+        ("product_id", Product),
+        ("site_id", Site),
+    )
+    for field, model in models:
         ref = data.get(field)
         if ref is None:
             continue
-        obj = session.get(model, ref)
-        if obj is None or obj.enterprise_id != actor.enterprise_id:
+        owner = (
+            session.scalar(select(model.enterprise_id).where(model.id == ref))
+            if is_storable_id(ref)
+            else None
+        )
+        if owner is None or owner != actor.enterprise_id:
             errors[field] = [f"No {model.__name__.lower()} {ref} in your enterprise."]
     if errors:
         raise ValidationFailed("Unknown references.", fields=errors)
@@ -174,8 +182,17 @@ def update_batch(session: Session, actor: Actor, batch_id: int, changes: dict[st
         raise ValidationFailed(
             "Open a recall instead.", fields={"status": ["'recalled' is set by opening a recall."]}
         )
+    harvest = changes.get("harvest_date", batch.harvest_date)
+    pack = changes.get("pack_date", batch.pack_date)
+    if harvest and pack and pack < harvest:
+        raise ValidationFailed(
+            "Packing cannot come before harvest.",
+            fields={"pack_date": [f"Before the harvest date {harvest.isoformat()}."]},
+        )
     _apply(batch, changes)
     session.flush()
+    if "harvest_date" in changes:  # without harvest events, the date decides the PHI check
+        events.refresh_phi_flag(session, batch)
     audit.record(
         session, actor, "update", "batch", batch.id, _audit_payload(changes), batch.enterprise_id
     )

@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 CHUNK = 1024 * 1024
 
@@ -25,7 +25,7 @@ class Stored:
 
 
 class Storage(Protocol):
-    def save(self, stream: BinaryIO, limit: int) -> Stored: ...
+    def save(self, stream: IO[bytes], limit: int) -> Stored: ...
     def path(self, key: str) -> Path: ...
     def delete(self, key: str) -> None: ...
 
@@ -36,7 +36,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, stream: BinaryIO, limit: int) -> Stored:
+    def save(self, stream: IO[bytes], limit: int) -> Stored:
         """Copy `stream` in chunks, hashing as it goes; give up past `limit` bytes so an
         oversized upload is never stored whole."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from trace.api.schemas.base import StrictSchema, length, region_code_field
+from trace.api.schemas.base import StrictSchema, id_field, length, region_code_field
 from trace.models.enums import EnterpriseStatus, Role
 from trace.validation import is_valid_uscc
 
@@ -40,12 +40,14 @@ class EnterpriseOut(StrictSchema):
 
 
 class UserIn(StrictSchema):
-    username = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{3,80}$"))
+    username = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{3,80}\Z"))
     password = fields.String(required=True, load_only=True, validate=length(200, 8))
     display_name = fields.String(validate=length(120))
     role = fields.String(required=True, validate=validate.OneOf([r.value for r in Role]))
-    enterprise_id = fields.Integer(allow_none=True)
-    region_prefix = fields.String(allow_none=True, validate=validate.Regexp(r"^\d{2}(\d{2}){0,2}$"))
+    enterprise_id = id_field(allow_none=True)
+    region_prefix = fields.String(
+        allow_none=True, validate=validate.Regexp(r"^[0-9]{2}([0-9]{2}){0,2}\Z")
+    )
 
 
 class UserOut(StrictSchema):

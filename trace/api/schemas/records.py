@@ -1,16 +1,25 @@
 from __future__ import annotations
 
 from datetime import timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from trace.api.schemas.base import StrictSchema, length, region_code_field
+from trace.api.schemas.base import (
+    StrictSchema,
+    id_field,
+    length,
+    plausible_time,
+    region_code_field,
+)
 from trace.models.enums import BatchStatus, EventType
 from trace.validation import is_valid_gtin
 
 #: A time typed without an offset is taken as Beijing time, which is what a clerk means.
 CHINA_TIME = timezone(timedelta(hours=8))
+MAX_QUANTITY = Decimal("99999999999.999")
+MAX_AREA_MU = Decimal("9999999999.99")
 
 
 class ProductIn(StrictSchema):
@@ -44,7 +53,13 @@ class SiteIn(StrictSchema):
     village = fields.String(validate=length(100))
     latitude = fields.Float(allow_none=True, validate=validate.Range(min=-90, max=90))
     longitude = fields.Float(allow_none=True, validate=validate.Range(min=-180, max=180))
-    area_mu = fields.Decimal(allow_none=True, as_string=True, validate=validate.Range(min=0))
+    # Numeric(12, 2) in the database: rounded here so a write answers what a read will.
+    area_mu = fields.Decimal(
+        allow_none=True,
+        as_string=True,
+        places=2,
+        validate=validate.Range(min=0, max=MAX_AREA_MU),
+    )
 
 
 class SiteOut(StrictSchema):
@@ -61,12 +76,18 @@ class SiteOut(StrictSchema):
 
 
 class BatchIn(StrictSchema):
-    product_id = fields.Integer(required=True)
-    site_id = fields.Integer(allow_none=True)
-    batch_no = fields.String(required=True, validate=validate.Regexp(r"^[\w.\-/]{1,64}$"))
+    product_id = id_field(required=True)
+    site_id = id_field(allow_none=True)
+    batch_no = fields.String(required=True, validate=validate.Regexp(r"^[\w.\-/]{1,64}\Z"))
     harvest_date = fields.Date(allow_none=True)
     pack_date = fields.Date(allow_none=True)
-    quantity = fields.Decimal(allow_none=True, as_string=True, validate=validate.Range(min=0))
+    # Numeric(14, 3) in the database: rounded here so a write answers what a read will.
+    quantity = fields.Decimal(
+        allow_none=True,
+        as_string=True,
+        places=3,
+        validate=validate.Range(min=0, max=MAX_QUANTITY),
+    )
     unit = fields.String(validate=length(20, 1))
     grade = fields.String(validate=length(40))
 
@@ -113,17 +134,19 @@ class BatchDetailOut(BatchOut):
 
 class EventIn(StrictSchema):
     type = fields.String(required=True, validate=validate.OneOf([t.value for t in EventType]))
-    occurred_at = fields.AwareDateTime(required=True, default_timezone=CHINA_TIME)
+    occurred_at = fields.AwareDateTime(
+        required=True, default_timezone=CHINA_TIME, validate=plausible_time
+    )
     place = fields.String(validate=length(200))
     actor = fields.String(validate=length(120))
     note = fields.String(validate=length(4000))
     details = fields.Dict(keys=fields.String(), load_default=dict)
-    corrects_id = fields.Integer(allow_none=True)
+    corrects_id = id_field(allow_none=True)
     correction_reason = fields.String(allow_none=True, validate=length(1000))
 
 
 class EventPatch(StrictSchema):
-    occurred_at = fields.AwareDateTime(default_timezone=CHINA_TIME)
+    occurred_at = fields.AwareDateTime(default_timezone=CHINA_TIME, validate=plausible_time)
     place = fields.String(validate=length(200))
     actor = fields.String(validate=length(120))
     note = fields.String(validate=length(4000))
@@ -160,11 +183,11 @@ class AttachmentOut(StrictSchema):
 
 
 class AttachmentForm(StrictSchema):
-    event_id = fields.Integer(allow_none=True)
+    event_id = id_field(strict=False, allow_none=True)
     caption = fields.String(load_default="", validate=length(300))
     is_public = fields.Boolean(load_default=True)
 
 
 class BatchQuery(StrictSchema):
     status = fields.String(validate=validate.OneOf([s.value for s in BatchStatus]))
-    product_id = fields.Integer()
+    product_id = id_field(strict=False)
