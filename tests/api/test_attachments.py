@@ -4,6 +4,7 @@ and Range requests so a phone can seek in a video."""
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -222,3 +223,54 @@ def test_event_with_attachments_cannot_be_deleted(world: World) -> None:
     assert_problem(d, 409)
     assert world.counts() == before
     assert world.get(SONGMING, f"/api/v1/events/{event['id']}")["id"] == event["id"]
+
+
+@pytest.mark.parametrize(
+    "sent,stored",
+    [
+        ("a\x00b.png", "ab.png"),
+        ("../../etc/passwd.png", "passwd.png"),
+        ("invoice\u202egnp.exe", "invoicegnp.exe"),
+        ("\x01\x02", "upload"),
+        ("长" * 300 + ".png", "长" * 255),
+    ],
+    ids=["nul", "path", "rtl-override", "only-controls", "long"],
+)
+def test_filenames_are_cleaned_not_trusted(world: World, sent: str, stored: str) -> None:
+    r = world.upload(HUANING, world.ids["batch_id"], png_bytes(), sent)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert r.get_json()["filename"] == stored
+    content = _content(world, r.get_json())
+    assert content.status_code == 200
+
+
+def _multipart(data: bytes, boundary: str = "tracebound") -> bytes:
+    return (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="stream.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("size", [10_000, 3 * MAX_UPLOAD], ids=["small", "oversized"])
+def test_chunked_upload_without_length(world: World, size: int) -> None:
+    """A client streaming without Content-Length is still held to the limit."""
+    data = mp4_bytes(size)
+    before, files = world.counts(), world.media_files()
+    r = world.client.post(
+        f"/api/v1/batches/{world.ids['batch_id']}/attachments",
+        input_stream=io.BytesIO(_multipart(data)),
+        content_type="multipart/form-data; boundary=tracebound",
+        headers={**world.headers(HUANING), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    if size <= MAX_UPLOAD:
+        assert r.status_code == 201, r.get_data(as_text=True)
+        assert r.get_json()["sha256"] == hashlib.sha256(data).hexdigest()
+    else:
+        assert_problem(r, 413)
+        assert world.counts() == before and world.media_files() == files

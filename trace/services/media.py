@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import IO
 
 import filetype
@@ -26,6 +28,14 @@ ALLOWED_TYPES = {
     "video/quicktime",
     "application/pdf",
 }
+
+
+def clean_filename(name: str) -> str:
+    """The name shown to people: no directories, no control, format or surrogate characters
+    (PostgreSQL refuses NUL; a right-to-left override would disguise the extension)."""
+    base = re.split(r"[/\\]", name)[-1]
+    kept = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    return kept[:255] or "upload"
 
 
 def sniff(head: bytes) -> str | None:
@@ -75,7 +85,7 @@ def add_attachment(
         enterprise_id=batch.enterprise_id,
         batch_id=batch.id,
         event_id=event_id,
-        filename=filename[:255] or "upload",
+        filename=clean_filename(filename),
         content_type=content_type,
         size=stored.size,
         sha256=stored.sha256,
