@@ -123,11 +123,9 @@ def test_bad_uscc_check_character(world: World) -> None:
     before = world.counts()
     body = {"uscc": wrong, "name": "某合作社", "region_code": "530424"}
     assert_problem(_post(world, "/api/v1/enterprises", body, ADMIN), 422, "uscc")
-    assert_problem(
-        _post(world, "/api/v1/enterprises", {**body, "uscc": "91530424MA6K0000I"}, ADMIN),
-        422,
-        "uscc",
-    )
+    for malformed in ("91530424MA6K0000I", "91５30424MA6K00001", good + "\n", good.lower()):
+        r = _post(world, "/api/v1/enterprises", {**body, "uscc": malformed}, ADMIN)
+        assert_problem(r, 422, "uscc")
     assert world.counts() == before
     r = _post(world, "/api/v1/enterprises", {**body, "uscc": good}, ADMIN)
     assert r.status_code == 201, r.get_json()
