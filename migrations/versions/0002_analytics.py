@@ -6,7 +6,8 @@ Create Date: 2026-11-23
 
 What this does, in order:
 1. Creates the rollup tables of trace/models/analytics.py (both backends): scans per day
-   and per month by region, by product, first scans per label run, and the job's watermark.
+   and per month by region and verdict, by product, first scans per label run, and the
+   job's watermark.
 2. Adds ix_scan_events_batch_time (covering on PostgreSQL) and ix_code_states_first_scan_at.
 3. PostgreSQL only: rebuilds scan_events as a table partitioned by month of scanned_at
    (UTC), keeping its rows, columns, id sequence, constraints and index names. Partitions
@@ -69,16 +70,14 @@ def upgrade() -> None:
         sa.Column("region", sa.String(length=6), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("verdict", sa.String(length=20), nullable=False),
-        sa.Column("channel", sa.String(length=20), nullable=False),
         sa.Column("parent", sa.String(length=6), nullable=True),
         sa.Column("scans", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "region", "day", "verdict", "channel", name=op.f("pk_scan_region_daily")
-        ),
+        sa.PrimaryKeyConstraint("region", "day", "verdict", name=op.f("pk_scan_region_daily")),
     )
     op.create_index(
         "ix_scan_region_daily_parent_day", "scan_region_daily", ["parent", "day"], unique=False
     )
+    op.create_index("ix_scan_region_daily_day", "scan_region_daily", ["day"], unique=False)
 
     op.create_table(
         "scan_product_daily",
@@ -110,18 +109,16 @@ def upgrade() -> None:
         ["enterprise_id", "parent", "day"],
         unique=False,
     )
+    op.create_index("ix_scan_product_daily_day", "scan_product_daily", ["day"], unique=False)
 
     op.create_table(
         "scan_region_monthly",
         sa.Column("region", sa.String(length=6), nullable=False),
         sa.Column("month", sa.Date(), nullable=False),
         sa.Column("verdict", sa.String(length=20), nullable=False),
-        sa.Column("channel", sa.String(length=20), nullable=False),
         sa.Column("parent", sa.String(length=6), nullable=True),
         sa.Column("scans", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "region", "month", "verdict", "channel", name=op.f("pk_scan_region_monthly")
-        ),
+        sa.PrimaryKeyConstraint("region", "month", "verdict", name=op.f("pk_scan_region_monthly")),
     )
     op.create_index(
         "ix_scan_region_monthly_parent_month",
@@ -129,6 +126,7 @@ def upgrade() -> None:
         ["parent", "month"],
         unique=False,
     )
+    op.create_index("ix_scan_region_monthly_month", "scan_region_monthly", ["month"], unique=False)
 
     op.create_table(
         "scan_product_monthly",
@@ -159,6 +157,9 @@ def upgrade() -> None:
         "scan_product_monthly",
         ["enterprise_id", "parent", "month"],
         unique=False,
+    )
+    op.create_index(
+        "ix_scan_product_monthly_month", "scan_product_monthly", ["month"], unique=False
     )
 
     op.create_table(
@@ -219,13 +220,17 @@ def downgrade() -> None:
     op.drop_table("code_first_scan_daily")
     op.drop_index("ix_scan_product_monthly_enterprise_parent", table_name="scan_product_monthly")
     op.drop_index("ix_scan_product_monthly_enterprise_region", table_name="scan_product_monthly")
+    op.drop_index("ix_scan_product_monthly_month", table_name="scan_product_monthly")
     op.drop_table("scan_product_monthly")
     op.drop_index("ix_scan_region_monthly_parent_month", table_name="scan_region_monthly")
+    op.drop_index("ix_scan_region_monthly_month", table_name="scan_region_monthly")
     op.drop_table("scan_region_monthly")
     op.drop_index("ix_scan_product_daily_enterprise_parent", table_name="scan_product_daily")
     op.drop_index("ix_scan_product_daily_enterprise_region", table_name="scan_product_daily")
+    op.drop_index("ix_scan_product_daily_day", table_name="scan_product_daily")
     op.drop_table("scan_product_daily")
     op.drop_index("ix_scan_region_daily_parent_day", table_name="scan_region_daily")
+    op.drop_index("ix_scan_region_daily_day", table_name="scan_region_daily")
     op.drop_table("scan_region_daily")
 
 

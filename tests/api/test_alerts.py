@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -15,6 +16,13 @@ from tests.api.test_analytics import Scans, build_world
 from tests.conftest import bearer
 from trace.models import Alert, AuditEntry, User
 from trace.services import alerts
+
+
+@pytest.fixture(autouse=True)
+def refresh_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listings look for new problems at most once a minute; these tests add problems
+    between listings and must see them at once."""
+    monkeypatch.setattr(alerts, "REQUEST_INTERVAL", timedelta(0))
 
 
 def _list(client: FlaskClient, token: str, **params: Any) -> list[dict[str, Any]]:

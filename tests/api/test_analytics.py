@@ -479,7 +479,7 @@ def test_rollup_matches_raw_scan_log(
     """Every level of the region rollup sums to the raw log, after a full rebuild too."""
     from sqlalchemy import func
 
-    from trace.models.analytics import ScanRegionDaily
+    from trace.models.analytics import ScanRegionDaily, ScanRegionMonthly
     from trace.services import rollups
 
     client.get("/api/v1/analytics/summary", headers=bearer(world["tokens"]["admin"]))
@@ -496,4 +496,91 @@ def test_rollup_matches_raw_scan_log(
                 )
             )
             assert summed == raw, (full, length)
-    assert date.today() is not None
+        # Monthly rows: complete months only, each the sum of its days.
+        this_month = datetime.now(CST).date().replace(day=1)
+        past = session.scalar(
+            select(func.sum(ScanRegionDaily.scans)).where(
+                ScanRegionDaily.day < this_month, ScanRegionDaily.region == ""
+            )
+        )
+        monthly = session.scalar(
+            select(func.sum(ScanRegionMonthly.scans)).where(ScanRegionMonthly.region == "")
+        )
+        assert monthly == past and past is not None and past > 0
+        assert not session.scalar(select(func.count()).where(ScanRegionMonthly.month >= this_month))
+
+
+def test_split_range_reads_whole_past_months_only() -> None:
+    from trace.services.analytics import DateRange, split_range
+
+    today = date(2026, 11, 22)
+    edges, months = split_range(DateRange(date(2026, 1, 15), date(2026, 11, 22)), today)
+    assert edges == [
+        (date(2026, 1, 15), date(2026, 1, 31)),
+        (date(2026, 11, 1), date(2026, 11, 22)),
+    ]
+    assert months == (date(2026, 2, 1), date(2026, 10, 1))
+    # A range ending in the future still reads the current month day by day.
+    edges, months = split_range(DateRange(date(2026, 10, 1), date(2026, 12, 31)), today)
+    assert edges == [(date(2026, 11, 1), date(2026, 12, 31))] and months == (
+        date(2026, 10, 1),
+        date(2026, 10, 1),
+    )
+    assert split_range(DateRange(date(2026, 3, 2), date(2026, 3, 30)), today) == (
+        [(date(2026, 3, 2), date(2026, 3, 30))],
+        None,
+    )
+
+
+def test_demo_scans_generator_and_rollup_job(app: Flask, session: Session) -> None:
+    """`flask demo scans` writes N scans with their runs and code states; the rollups it
+    rebuilds agree with the log; `flask analytics rollup` then has nothing to redo."""
+    from sqlalchemy import func
+
+    from trace.cli import analytics as analytics_cli
+    from trace.models.analytics import RunScanTotal, ScanRegionDaily
+
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["demo", "scans", "--count", "3000", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    assert "3,000 scans" in result.output
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(ScanEvent)) == 3000
+    fakes = session.scalar(
+        select(func.count()).where(ScanEvent.verdict == "counterfeit", ScanEvent.run_id.is_(None))
+    )
+    assert (
+        fakes
+        and session.scalar(
+            select(func.count()).where(
+                ScanEvent.verdict == "counterfeit", ScanEvent.run_id.is_not(None)
+            )
+        )
+        == 0
+    )
+    first, last = session.execute(
+        select(func.min(ScanEvent.scanned_at), func.max(ScanEvent.scanned_at))
+    ).one()
+    assert (last - first).days > 300  # spread over (nearly) two years
+    distinct_codes = session.scalar(
+        select(func.count()).select_from(
+            select(ScanEvent.run_id, ScanEvent.serial)
+            .where(ScanEvent.run_id.is_not(None))
+            .distinct()
+            .subquery()
+        )
+    )
+    assert session.scalar(select(func.count()).select_from(CodeState)) == distinct_codes
+    assert session.scalar(select(func.sum(RunScanTotal.codes_scanned))) == distinct_codes
+    national = session.scalar(
+        select(func.sum(ScanRegionDaily.scans)).where(ScanRegionDaily.region == "")
+    )
+    assert national == 3000
+    job = runner.invoke(analytics_cli.group, ["rollup", "--months-ahead", "1"])
+    assert job.exit_code == 0, job.output
+    assert "rollup done" in job.output
+    session.expire_all()
+    assert (
+        session.scalar(select(func.sum(ScanRegionDaily.scans)).where(ScanRegionDaily.region == ""))
+        == 3000
+    )

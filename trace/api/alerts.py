@@ -13,7 +13,7 @@ from trace.api.schemas.oversight import AcknowledgeIn, AlertOut, AlertQuery, Clo
 from trace.errors import Forbidden
 from trace.extensions import db
 from trace.models import Alert
-from trace.services import alerts, rollups
+from trace.services import alerts, analytics, rollups
 from trace.services.analytics import region_full_name
 
 blp = Blueprint("alerts", __name__, description="Alerts for regulators (预警)")
@@ -27,8 +27,9 @@ def alert_dict(alert: Alert) -> dict[str, Any]:
 
 def refresh_all() -> str:
     """Rollups first (scan-based alerts read them), then detection."""
+    analytics.plan_per_query(db())
     result = rollups.refresh_for_request(db())
-    alerts.refresh(db())
+    alerts.refresh_if_due(db())
     return result.status
 
 
@@ -55,7 +56,7 @@ class Alerts(MethodView):
 class AlertRefresh(MethodView):
     @blp.response(200, RefreshOut)
     def post(self) -> Any:
-        """Look for new problems now (the dashboard and the list do this too)."""
+        """Look for new problems now (the dashboard and the list do so at most once a minute)."""
         actor = current_actor()
         if not (actor.is_regulator or actor.is_platform_admin):
             raise Forbidden("Only regulators and platform administrators refresh alerts.")

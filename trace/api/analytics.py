@@ -34,6 +34,7 @@ blp = Blueprint(
 def _context(args: dict[str, Any], *, scans: bool = True) -> tuple[Scope, DateRange]:
     scope = analytics.scope_for(current_actor(), args.get("region"))
     rng = analytics.date_range(args.get("first"), args.get("last"))
+    analytics.plan_per_query(db())
     if scans:
         # Fold in scans made since the last rollup, when that is a small job.
         rollups.refresh_for_request(db())

@@ -27,15 +27,18 @@ UNKNOWN_REGION = "000000"
 
 
 class ScanRegionDaily(Base):
-    """Scans per day, region (any level), verdict and channel."""
+    """Scans per day, region (any level) and verdict."""
 
     __tablename__ = "scan_region_daily"
-    __table_args__ = (Index("ix_scan_region_daily_parent_day", "parent", "day"),)
+    __table_args__ = (
+        Index("ix_scan_region_daily_parent_day", "parent", "day"),
+        # The refresh job deletes and rebuilds whole days.
+        Index("ix_scan_region_daily_day", "day"),
+    )
 
     region: Mapped[str] = mapped_column(String(6), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     verdict: Mapped[str] = mapped_column(String(20), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
     #: The region one level up ("" above a province); NULL on the national row.
     parent: Mapped[str | None] = mapped_column(String(6))
     scans: Mapped[int] = mapped_column(BigInteger)
@@ -49,6 +52,7 @@ class ScanProductDaily(Base):
     __table_args__ = (
         Index("ix_scan_product_daily_enterprise_region", "enterprise_id", "region", "day"),
         Index("ix_scan_product_daily_enterprise_parent", "enterprise_id", "parent", "day"),
+        Index("ix_scan_product_daily_day", "day"),
     )
 
     region: Mapped[str] = mapped_column(String(6), primary_key=True)
@@ -65,12 +69,14 @@ class ScanRegionMonthly(Base):
     long date ranges read whole months here and only the partial months' days above."""
 
     __tablename__ = "scan_region_monthly"
-    __table_args__ = (Index("ix_scan_region_monthly_parent_month", "parent", "month"),)
+    __table_args__ = (
+        Index("ix_scan_region_monthly_parent_month", "parent", "month"),
+        Index("ix_scan_region_monthly_month", "month"),
+    )
 
     region: Mapped[str] = mapped_column(String(6), primary_key=True)
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     verdict: Mapped[str] = mapped_column(String(20), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
     parent: Mapped[str | None] = mapped_column(String(6))
     scans: Mapped[int] = mapped_column(BigInteger)
 
@@ -82,6 +88,7 @@ class ScanProductMonthly(Base):
     __table_args__ = (
         Index("ix_scan_product_monthly_enterprise_region", "enterprise_id", "region", "month"),
         Index("ix_scan_product_monthly_enterprise_parent", "enterprise_id", "parent", "month"),
+        Index("ix_scan_product_monthly_month", "month"),
     )
 
     region: Mapped[str] = mapped_column(String(6), primary_key=True)

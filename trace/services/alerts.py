@@ -5,11 +5,14 @@ Kinds (one dedupe key per problem, so a refresh never raises the same problem tw
                        ("phi:batch:<id>"), filed under the enterprise's county;
 - failed_inspection    an inspection record with verdict "fail" ("inspection:event:<id>");
 - suspicious_cluster   at least SUSPICIOUS_CLUSTER_MIN suspicious scans in one county on
-                       one day ("suspicious:<county>:<day>");
+                       one day ("suspicious:<county>:<day>"),
 - counterfeit_burst    at least COUNTERFEIT_BURST_MIN counterfeit attempts in one county
-                       on one day, and COUNTERFEIT_BURST_FACTOR times the county's daily
-                       mean over the BASELINE_DAYS before ("counterfeit:<county>:<day>").
-Scan-based kinds read the rollups, so they cost the same at any scan volume.
+                       on one day ("counterfeit:<county>:<day>"),
+  both only when the day's count is also BURST_FACTOR times the county's daily mean over
+  the BASELINE_DAYS before: a busy county with a steady trickle is not news, a jump is.
+Scan-based kinds read the rollups, so they cost the same at any scan volume; details that
+need more (the batches behind a cluster) are only worked out for problems not seen before,
+so a refresh that finds nothing new is a handful of small queries.
 
 The regulator whose prefix covers an alert's county sees it, acknowledges it (optional
 note) and closes it (note required); who and when are kept on the row and in the audit
@@ -29,7 +32,7 @@ from sqlalchemy.orm import Session, aliased
 from trace.db import utcnow
 from trace.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from trace.models import Alert, Batch, Enterprise, ScanEvent, TraceEvent
-from trace.models.analytics import ScanRegionDaily
+from trace.models.analytics import RollupWatermark, ScanRegionDaily
 from trace.models.enums import AlertStatus, EventType, Verdict
 from trace.services import audit
 from trace.services import events as event_service
@@ -39,24 +42,41 @@ from trace.services.rollups import CST, day_bounds, today_cst
 KINDS = ("phi_violation", "failed_inspection", "suspicious_cluster", "counterfeit_burst")
 SUSPICIOUS_CLUSTER_MIN = 5
 COUNTERFEIT_BURST_MIN = 10
-COUNTERFEIT_BURST_FACTOR = 3.0
+BURST_FACTOR = 3.0
 BASELINE_DAYS = 28
 #: Scan-based problems are looked for in the last this many days.
 SCAN_WINDOW_DAYS = 7
 MAX_NOTE = 2000
+#: Pages and listings look for new problems at most this often.
+REQUEST_INTERVAL = timedelta(seconds=60)
+#: rollup_watermarks row that remembers when alerts were last looked for.
+WATERMARK = "alerts"
 
 
 # -- detection ----------------------------------------------------------------------------
 
 
+def _known(session: Session, keys: list[str]) -> set[str]:
+    known: set[str] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        known |= set(session.scalars(select(Alert.dedupe_key).where(Alert.dedupe_key.in_(chunk))))
+    return known
+
+
 def _phi_candidates(session: Session) -> list[dict[str, Any]]:
-    stmt = (
-        select(Batch, Enterprise.region_code)
+    flagged = session.execute(
+        select(Batch.id, Enterprise.region_code)
         .join(Enterprise, Enterprise.id == Batch.enterprise_id)
         .where(Batch.phi_violation.is_(True))
-    )
+    ).all()
+    known = _known(session, [f"phi:batch:{b}" for b, _ in flagged])
     out = []
-    for batch, region in session.execute(stmt):
+    for batch_id, region in flagged:
+        if f"phi:batch:{batch_id}" in known:
+            continue
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
         findings = event_service.phi_findings(
             event_service.events_of(session, batch.id), batch.harvest_date
         )
@@ -155,68 +175,74 @@ def _top_batches(session: Session, county: str, day: date, verdict: str) -> list
     return [{"batch_id": b, "scans": int(n)} for b, n in session.execute(stmt)]
 
 
-def _scan_candidates(session: Session, today: date, window_days: int) -> list[dict[str, Any]]:
+def _jumps(
+    session: Session, verdict: str, minimum: int, today: date, window_days: int
+) -> list[tuple[str, date, int, float]]:
+    """(county, day, scans, baseline per day) for days of the window with at least
+    `minimum` scans of `verdict` and BURST_FACTOR times the county's mean before."""
     first = today - timedelta(days=window_days - 1)
-    out: list[dict[str, Any]] = []
-    for (county, day), scans in sorted(
-        _county_days(session, Verdict.SUSPICIOUS.value, first, today).items()
-    ):
-        if scans >= SUSPICIOUS_CLUSTER_MIN:
-            out.append(
-                {
-                    "kind": "suspicious_cluster",
-                    "dedupe_key": f"suspicious:{county}:{day.isoformat()}",
-                    "region_code": county,
-                    "summary": f"{day.isoformat()} 本县出现 {scans} 次可疑扫码",
-                    "details": {
-                        "day": day.isoformat(),
-                        "scans": scans,
-                        "batches": _top_batches(session, county, day, Verdict.SUSPICIOUS.value),
-                    },
-                }
-            )
-    history = _county_days(
-        session, Verdict.COUNTERFEIT.value, first - timedelta(days=BASELINE_DAYS), today
-    )
+    history = _county_days(session, verdict, first - timedelta(days=BASELINE_DAYS), today)
     per_county: dict[str, dict[date, int]] = defaultdict(dict)
     for (county, day), scans in history.items():
         per_county[county][day] = scans
+    out = []
     for county, days in sorted(per_county.items()):
         for day, scans in sorted(days.items()):
-            if day < first or scans < COUNTERFEIT_BURST_MIN:
+            if day < first or scans < minimum:
                 continue
-            baseline = (
-                sum(days.get(day - timedelta(days=i), 0) for i in range(1, BASELINE_DAYS + 1))
-                / BASELINE_DAYS
+            before = (day - timedelta(days=i) for i in range(1, BASELINE_DAYS + 1))
+            baseline = sum(days.get(d, 0) for d in before) / BASELINE_DAYS
+            if scans >= BURST_FACTOR * baseline:
+                out.append((county, day, scans, baseline))
+    return out
+
+
+def _scan_candidates(session: Session, today: date, window_days: int) -> list[dict[str, Any]]:
+    found = [
+        ("suspicious_cluster", "suspicious", county, day, scans, baseline)
+        for county, day, scans, baseline in _jumps(
+            session, Verdict.SUSPICIOUS.value, SUSPICIOUS_CLUSTER_MIN, today, window_days
+        )
+    ] + [
+        ("counterfeit_burst", "counterfeit", county, day, scans, baseline)
+        for county, day, scans, baseline in _jumps(
+            session, Verdict.COUNTERFEIT.value, COUNTERFEIT_BURST_MIN, today, window_days
+        )
+    ]
+    known = _known(session, [f"{p}:{c}:{d.isoformat()}" for _, p, c, d, _, _ in found])
+    out: list[dict[str, Any]] = []
+    for kind, prefix, county, day, scans, baseline in found:
+        key = f"{prefix}:{county}:{day.isoformat()}"
+        if key in known:
+            continue
+        details: dict[str, Any] = {
+            "day": day.isoformat(),
+            "scans": scans,
+            "baseline_per_day": round(baseline, 2),
+        }
+        if kind == "suspicious_cluster":
+            summary = f"{day.isoformat()} 本县出现 {scans} 次可疑扫码（此前日均 {baseline:.1f} 次）"
+            details["batches"] = _top_batches(session, county, day, Verdict.SUSPICIOUS.value)
+        else:
+            summary = (
+                f"{day.isoformat()} 本县假冒码扫描激增：{scans} 次（此前日均 {baseline:.1f} 次）"
             )
-            if scans < COUNTERFEIT_BURST_FACTOR * baseline:
-                continue
-            out.append(
-                {
-                    "kind": "counterfeit_burst",
-                    "dedupe_key": f"counterfeit:{county}:{day.isoformat()}",
-                    "region_code": county,
-                    "summary": f"{day.isoformat()} 本县假冒码扫描激增：{scans} 次"
-                    f"（此前日均 {baseline:.1f} 次）",
-                    "details": {
-                        "day": day.isoformat(),
-                        "scans": scans,
-                        "baseline_per_day": round(baseline, 2),
-                    },
-                }
-            )
+        out.append(
+            {
+                "kind": kind,
+                "dedupe_key": key,
+                "region_code": county,
+                "summary": summary,
+                "details": details,
+            }
+        )
     return out
 
 
 def _insert_new(session: Session, candidates: list[dict[str, Any]]) -> int:
     if not candidates:
         return 0
-    keys = [c["dedupe_key"] for c in candidates]
-    known: set[str] = set()
-    for i in range(0, len(keys), 500):
-        known |= set(
-            session.scalars(select(Alert.dedupe_key).where(Alert.dedupe_key.in_(keys[i : i + 500])))
-        )
+    known = _known(session, [c["dedupe_key"] for c in candidates])
     now = utcnow()
     fresh = [
         {
@@ -233,9 +259,8 @@ def _insert_new(session: Session, candidates: list[dict[str, Any]]) -> int:
     if not fresh:
         return 0
     # Two refreshes racing on the same new problem: the unique key keeps one, silently.
-    dialect = session.get_bind().dialect.name
     stmt: Any
-    if dialect == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         stmt = postgresql.insert(Alert).on_conflict_do_nothing(index_elements=["dedupe_key"])
     else:
         stmt = sqlite.insert(Alert).on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -255,6 +280,20 @@ def refresh(
         *_scan_candidates(session, today, window_days),
     ]
     return _insert_new(session, candidates)
+
+
+def refresh_if_due(session: Session, *, now: datetime | None = None) -> int | None:
+    """What a page or a listing does: refresh at most once per REQUEST_INTERVAL (the job
+    and POST /alerts/refresh refresh at once). None when it was not due."""
+    now = now or utcnow()
+    mark = session.get(RollupWatermark, WATERMARK)
+    if mark is not None and now - mark.refreshed_at < REQUEST_INTERVAL:
+        return None
+    if mark is None:
+        session.add(RollupWatermark(name=WATERMARK, last_scan_id=0, refreshed_at=now))
+    else:
+        mark.refreshed_at = now
+    return refresh(session, now=now)
 
 
 # -- reading and acting -------------------------------------------------------------------

@@ -8,14 +8,20 @@ that scans above the watermark fall on and recomputes those whole days (DELETE +
 SELECT), so running it twice, or over a day already done, gives the same rows. It needs
 nothing from the scan insert path.
 
+Months: complete months are summed once more into monthly rows (the analytics read whole
+past months there and only the partial months at either end of a range day by day); the
+current month has no monthly rows, so the job never re-sums a month that is still growing.
+
 Late commits: ids come from a sequence, so a transaction can commit a scan with an id below
 the watermark after the watermark moved past it. The periodic job therefore also recomputes
 the days of the last `JOB_LOOKBACK` (scans are stamped with the server's clock at insert, so
 a late commit is minutes late at most). `--full` rebuilds everything from scratch.
 
 Callers: `flask analytics rollup` (cron, every minute or so; also creates partitions ahead)
-and, cheaply, each analytics request (`refresh_for_request`), which folds in whatever is
-pending when that is small, so a scan shows on the dashboard at once on a quiet system.
+and each analytics request (`refresh_for_request`), which folds in what is pending only on a
+quiet platform (a small backlog, days of at most REQUEST_MAX_DAY_SCANS genuine scans), so
+that a scan shows on the dashboard at once in a demo or a small county; on a busy platform
+requests never pay for the rollup and the figures are as fresh as the job's last run.
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ CST = timezone(timedelta(hours=8))
 WATERMARK = "scans"
 #: Days of this recent past are recomputed by the job even without new ids (late commits).
 JOB_LOOKBACK = timedelta(minutes=30)
-#: A request folds in at most this many pending scans; more is the job's work.
-REQUEST_MAX_PENDING = 20_000
+#: A request folds in pending scans only on a quiet system: at most this many pending …
+REQUEST_MAX_PENDING = 5_000
+#: … and only while a day holds at most this many scans, since folding in re-reads the
+#: whole of today. Busier platforms rely on the periodic job alone (see the module doc).
+REQUEST_MAX_DAY_SCANS = 20_000
 #: Serialises refreshers on PostgreSQL (any constant unique to this purpose).
 _LOCK_KEY = 7_300_425
 _IN_CHUNK = 500
@@ -226,7 +235,11 @@ def refresh(
     runs: set[int] = set()
     for first, last in contiguous(days):
         runs |= _recompute_days(session, first, last)
-    months = {first_of_month(d) for d in days}
+    # Monthly rows exist for complete months only: queries read the current month from the
+    # daily rows, so the job never re-sums a month that is still growing.
+    current = first_of_month(today_cst(now))
+    months = {first_of_month(d) for d in days if first_of_month(d) < current}
+    months |= _unsealed_months(session, current)
     for first, last in contiguous_months(months):
         _recompute_months(session, first, last)
     _recompute_run_totals(session, runs, full=full)
@@ -245,9 +258,20 @@ def status(session: Session) -> dict[str, Any]:
     }
 
 
-def refresh_for_request(session: Session) -> RefreshResult:
-    """What an analytics request does first: fold in a small backlog, never a big one."""
-    return refresh(session, lookback=None, max_pending=REQUEST_MAX_PENDING)
+def refresh_for_request(session: Session, now: datetime | None = None) -> RefreshResult:
+    """What an analytics request does first: fold in a small backlog on a quiet platform;
+    never a big one, and never on a busy platform (there the job keeps up)."""
+    today = today_cst(now)
+    busiest = session.scalar(
+        select(func.coalesce(func.max(ScanRegionDaily.scans), 0)).where(
+            ScanRegionDaily.region == "",
+            ScanRegionDaily.day >= today - timedelta(days=1),
+            ScanRegionDaily.verdict == "genuine",
+        )
+    )
+    if int(busiest or 0) > REQUEST_MAX_DAY_SCANS:
+        return RefreshResult("deferred")
+    return refresh(session, lookback=None, max_pending=REQUEST_MAX_PENDING, now=now)
 
 
 def _set_work_mem(session: Session) -> None:
@@ -265,6 +289,29 @@ def contiguous_months(months: Iterable[date]) -> list[tuple[date, date]]:
         else:
             runs.append((month, month))
     return runs
+
+
+#: Complete months checked by every refresh for missing monthly rows (a month ends while
+#: the job is down): longer outages need `flask analytics rollup --full`.
+SEAL_MONTHS = 3
+
+
+def _unsealed_months(session: Session, current: date) -> set[date]:
+    """Recent complete months that have daily rows but no monthly rows yet."""
+    out: set[date] = set()
+    month = current
+    for _ in range(SEAL_MONTHS):
+        month = first_of_month(month - timedelta(days=1))
+        last = last_of_month(month)
+        daily = session.scalar(
+            select(ScanRegionDaily.day).where(ScanRegionDaily.day.between(month, last)).limit(1)
+        )
+        monthly = session.scalar(
+            select(ScanRegionMonthly.month).where(ScanRegionMonthly.month == month).limit(1)
+        )
+        if daily is not None and monthly is None:
+            out.add(month)
+    return out
 
 
 def _all_days(session: Session) -> set[date]:
@@ -331,21 +378,20 @@ def _recompute_days(session: Session, first: date, last: date) -> set[int]:
             county.label("region"),
             day.label("day"),
             ScanEvent.verdict,
-            ScanEvent.channel,
             func.count().label("scans"),
         )
         .where(*in_range)
-        .group_by(county, day, ScanEvent.verdict, ScanEvent.channel)
+        .group_by(county, day, ScanEvent.verdict)
         .subquery()
     )
     g = grouped.c
     session.execute(
         insert(ScanRegionDaily).from_select(
-            ["region", "day", "verdict", "channel", "parent", "scans"],
-            select(g.region, g.day, g.verdict, g.channel, _prefix(g.region, 4), g.scans),
+            ["region", "day", "verdict", "parent", "scans"],
+            select(g.region, g.day, g.verdict, _prefix(g.region, 4), g.scans),
         )
     )
-    _levels(session, ScanRegionDaily, first, last, ("day", "verdict", "channel"))
+    _levels(session, ScanRegionDaily, first, last, ("day", "verdict"))
 
     session.execute(delete(ScanProductDaily).where(ScanProductDaily.day.between(first, last)))
     grouped = (
@@ -412,7 +458,7 @@ def _recompute_months(session: Session, first: date, last: date) -> None:
     """Rebuild the monthly rows of months first..last (first days) from the daily rows."""
     until = last_of_month(last)
     for daily, monthly, dims in (
-        (ScanRegionDaily, ScanRegionMonthly, ("verdict", "channel")),
+        (ScanRegionDaily, ScanRegionMonthly, ("verdict",)),
         (ScanProductDaily, ScanProductMonthly, ("enterprise_id", "product_id", "verdict")),
     ):
         session.execute(delete(monthly).where(monthly.month.between(first, until)))

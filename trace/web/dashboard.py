@@ -367,9 +367,9 @@ def index() -> str:
     except DomainError as exc:
         abort(403 if exc.title == "Not allowed" else 400, description=exc.detail)
     session_ = db()
+    analytics.plan_per_query(session_)
     rollups.refresh_for_request(session_)
-    if actor.is_regulator or actor.is_platform_admin:
-        alerts.refresh(session_)
+    alerts.refresh_if_due(session_)
     granularity = _granularity(rng)
     series = analytics.scan_series(session_, scope, rng, granularity)
     regions_ = analytics.scan_regions(session_, scope, rng)
