@@ -6,10 +6,11 @@ import datetime as dt
 import enum
 import uuid
 from decimal import Decimal
-from trace.crypto.chain import GENESIS, canonical_json, chain_hash, verify_chain
 from typing import Any
 
 import pytest
+
+from trace.crypto.chain import GENESIS, canonical_json, chain_hash, verify_chain
 
 Entry = tuple[str, dict[str, Any], str]
 

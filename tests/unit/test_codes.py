@@ -8,13 +8,14 @@ import random
 import string
 import struct
 from pathlib import Path
-from trace.crypto import codes
-from trace.crypto.codes import CodeId, iter_mint, mint, mint_batch, parse, payload_url
-from trace.crypto.keyring import Keyring, rotate
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from trace.crypto import codes
+from trace.crypto.codes import CodeId, iter_mint, mint, mint_batch, parse, payload_url
+from trace.crypto.keyring import Keyring, rotate
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 

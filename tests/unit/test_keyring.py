@@ -8,10 +8,11 @@ import pickle
 import stat
 import threading
 from pathlib import Path
-from trace.crypto.iphash import IP_HASH_PURPOSE, client_ip_hash, normalise_ip
-from trace.crypto.keyring import ENV_VAR, MAX_VERSIONS, Keyring, KeyringError, retire, rotate
 
 import pytest
+
+from trace.crypto.iphash import IP_HASH_PURPOSE, client_ip_hash, normalise_ip
+from trace.crypto.keyring import ENV_VAR, MAX_VERSIONS, Keyring, KeyringError, retire, rotate
 
 K0 = bytes(range(16))
 K1 = bytes(range(16, 32))

@@ -8,10 +8,11 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from trace import regions
-from trace.regions import lookup
 
 import pytest
+
+from trace import regions
+from trace.regions import lookup
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -44,11 +44,12 @@ import binascii
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from trace.crypto.keyring import MAX_VERSIONS, Keyring
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from trace.crypto.keyring import MAX_VERSIONS, Keyring
 
 __all__ = [
     "CODE_DTYPE",
