@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 import trace.models  # noqa: F401  (fills Base.metadata)
 from trace.config import Config
 from trace.db import Base, make_engine
+from trace.models.analytics import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,6 +24,8 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # scan_events' monthly partitions belong to migration 0002 and the rollup job.
+        include_name=include_name,
     )
 
 

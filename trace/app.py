@@ -33,7 +33,9 @@ def _secret_key(config: Config) -> str:
 
 def _schema_name(schema: object) -> str:
     """Component names: partial (PATCH) variants get their own name instead of a warning."""
-    cls = resolve_schema_cls(schema)  # type: ignore[arg-type]
+    resolved = resolve_schema_cls(schema)  # type: ignore[arg-type]
+    # apispec may hand back a list for a nested many-schema; its element names the component.
+    cls = resolved[0] if isinstance(resolved, list) else resolved
     name = cls.__name__.removesuffix("Schema")
     if getattr(schema, "partial", False):
         name += "Partial"

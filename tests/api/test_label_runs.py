@@ -94,6 +94,9 @@ def test_ranges_follow_on_and_listing_counts(client: FlaskClient, demo: dict[str
         ({"format": "zpl", "profile": "a4-sheet-5x13"}, "format", 422),
         ({"colour": "red"}, "colour", 422),
         ({"template": {"label": ["secret_field"]}}, "template.label", 422),
+        # Beyond PostgreSQL's bigint: refused by the schema, never sent to the database.
+        ({"batch_id": 10**20}, "batch_id", 422),
+        ({"batch_id": "1"}, "batch_id", 422),
     ],
 )
 def test_bad_input_is_refused_and_records_nothing(

@@ -12,6 +12,7 @@ CLI_MODULES = (
     "trace.cli.keys",
     "trace.cli.labels",
     "trace.cli.demo_scans",
+    "trace.cli.analytics",
 )
 
 

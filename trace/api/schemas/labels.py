@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from trace.api.schemas.base import StrictSchema, length
+from trace.api.schemas.base import StrictSchema, id_field, length
 from trace.labels.writers import FORMATS
 from trace.models.enums import LabelLevel
 
@@ -13,7 +13,7 @@ class TemplateIn(StrictSchema):
 
 
 class LabelRunIn(StrictSchema):
-    batch_id = fields.Integer(required=True)
+    batch_id = id_field(required=True)
     count = fields.Integer(required=True, metadata={"description": "Labels (item level: codes)"})
     profile = fields.String(required=True, validate=length(80, 1))
     format = fields.String(required=True, validate=validate.OneOf(FORMATS))
@@ -46,7 +46,7 @@ class LabelRunListItem(LabelRunOut):
 
 
 class LabelRunQuery(StrictSchema):
-    batch_id = fields.Integer()
+    batch_id = id_field(strict=False)
 
 
 class FileQuery(StrictSchema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from trace.api.schemas.base import StrictSchema, length
+from trace.api.schemas.base import StrictSchema, id_field, length
 from trace.models.enums import AlertStatus, RecallStatus
 from trace.services.alerts import KINDS
 from trace.services.analytics import GRANULARITIES, LEVELS, MAX_LIST_ROWS
@@ -130,7 +130,7 @@ class RefreshOut(StrictSchema):
 
 
 class RecallIn(StrictSchema):
-    batch_id = fields.Integer(required=True)
+    batch_id = id_field(required=True)
     reason = fields.String(required=True, validate=length(4000, 1))
     level = fields.String(
         required=True,
@@ -145,7 +145,7 @@ class RecallIn(StrictSchema):
 
 class RecallQuery(StrictSchema):
     status = fields.String(validate=validate.OneOf([s.value for s in RecallStatus]))
-    batch_id = fields.Integer()
+    batch_id = id_field(strict=False)
 
 
 class RecallOut(StrictSchema):
