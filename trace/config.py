@@ -33,6 +33,14 @@ class Config:
     #: Faster than this between two counties and a code looks copied (km/h).
     suspicious_speed_kmh: float = 300.0
     kiosk_idle_seconds: int = 20
+    #: Scan log write-behind buffer (services/scanbuffer.py): "auto" = on for PostgreSQL,
+    #: off for SQLite (which keeps the synchronous write in the request); "on" / "off".
+    scan_log_buffer: str = "auto"
+    #: How often the buffer's thread writes queued scans (milliseconds).
+    scan_log_flush_ms: int = 20
+    #: Queued scans per worker process beyond which new scans are dropped and counted
+    #: (the database is down or too slow): memory stays bounded.
+    scan_log_buffer_cap: int = 20_000
     testing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -60,8 +68,19 @@ class Config:
                 env.get("TRACE_SUSPICIOUS_SPEED_KMH", base.suspicious_speed_kmh)
             ),
             kiosk_idle_seconds=int(env.get("TRACE_KIOSK_IDLE_SECONDS", base.kiosk_idle_seconds)),
+            scan_log_buffer=env.get("TRACE_SCAN_LOG_BUFFER", base.scan_log_buffer),
+            scan_log_flush_ms=int(env.get("TRACE_SCAN_LOG_FLUSH_MS", base.scan_log_flush_ms)),
+            scan_log_buffer_cap=int(env.get("TRACE_SCAN_LOG_BUFFER_CAP", base.scan_log_buffer_cap)),
             testing=_bool(env.get("TRACE_TESTING", "0")),
         )
+
+    @property
+    def scan_log_buffered(self) -> bool:
+        """Whether scans are written behind the request (see scan_log_buffer)."""
+        mode = self.scan_log_buffer.strip().lower()
+        if mode == "auto":
+            return self.database_url.startswith("postgresql")
+        return _bool(mode)
 
     def with_overrides(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -68,7 +68,14 @@ class World:
             s.commit()
             return run.id
 
+    def flush(self) -> None:
+        """Write the app's queued scans (PostgreSQL's write-behind buffer), if any."""
+        buffer = self.app.extensions.get("trace.scan_buffer")
+        if buffer is not None:
+            buffer.flush()
+
     def session(self) -> Session:
+        self.flush()  # what the tests read back is what the log holds
         return self.app.extensions["trace.sessions"]()  # type: ignore[no-any-return]
 
     def scans(self) -> list[ScanEvent]:
@@ -94,12 +101,16 @@ class World:
 
 
 @pytest.fixture
-def world(app: Flask, demo: dict[str, Any]) -> World:
+def world(app: Flask, demo: dict[str, Any]) -> Iterator[World]:
     keyring = load_keyring(app.extensions["trace.config"])
     w = World(app, keyring, demo, 0, 0, {})
     w.citrus_run = w.issue(demo["batch_id"], 200)
     w.tomato_run = w.issue(demo["tomato_batch_id"], 20)
-    return w
+    yield w
+    # Stop the buffer's thread while its database still exists.
+    buffer = app.extensions.get("trace.scan_buffer")
+    if buffer is not None:
+        buffer.close()
 
 
 @pytest.fixture

@@ -1,13 +1,20 @@
 """Resolving codes: the public resolve API, device scans (kiosks, printer stations), and the
 request glue the phone page and the kiosk page share.
 
-Every resolve writes one scan event in the request's transaction and commits it here: the
-request owns the transaction (DESIGN.md §2), and a failed write must not cost the answer,
-so the commit is caught, rolled back, counted and logged (``scanlog.note_failure``).
+Every resolve logs one scan event. On PostgreSQL (TRACE_SCAN_LOG_BUFFER=auto/on) the scan
+goes to this worker's write-behind buffer (services.scanbuffer) and the request does not
+write at all; otherwise it is written in the request's transaction and committed here: the
+request owns the transaction (DESIGN.md §2), and a failed write must not cost the answer, so
+the commit is caught, rolled back, counted and logged (``scanlog.note_failure``).
+
+The JSON answer splices the per-scan part (verdict, count, recall, ...) into the batch's
+public content serialised once per content version (kept with the content in the
+resolve cache): encoding the whole timeline per request cost more than the query.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
@@ -19,11 +26,12 @@ from flask_smorest import Blueprint
 from trace.api.auth import current_device
 from trace.api.schemas.scans import DeviceScanIn, DeviceScanOut, ResolveOut
 from trace.crypto.keyring import Keyring
-from trace.extensions import config, db, limiter
+from trace.extensions import config, db, engine, limiter
 from trace.models.enums import DeviceKind, ScanChannel
 from trace.services import resolve as resolver
 from trace.services import scanlog
 from trace.services.keys import load_keyring
+from trace.services.scanbuffer import ScanBuffer
 
 blp = Blueprint("scans", __name__, description="Scans: resolve codes (扫码查询)")
 
@@ -53,6 +61,31 @@ def resolve_cache() -> resolver.ContentCache:
     return cast(resolver.ContentCache, cache)
 
 
+def scan_buffer() -> ScanBuffer | None:
+    """This app's write-behind scan buffer in this process, or None (synchronous writes)."""
+    buffer = current_app.extensions.get("trace.scan_buffer")
+    if buffer is None:
+        cfg = config()
+        if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
+            return None
+        buffer = current_app.extensions.setdefault(
+            "trace.scan_buffer",
+            ScanBuffer(
+                engine(),
+                interval=cfg.scan_log_flush_ms / 1000.0,
+                cap=cfg.scan_log_buffer_cap,
+            ),
+        )
+    return cast(ScanBuffer, buffer)
+
+
+def flush_scan_log() -> None:
+    """Write this worker's queued scans now (before reading one back, e.g. to locate it)."""
+    buffer = scan_buffer()
+    if buffer is not None:
+        buffer.flush()
+
+
 def client_context(channel: str, **extra: Any) -> scanlog.ScanContext:
     """User-agent class and keyed IP hash of the current request (never the raw IP)."""
     return scanlog.ScanContext(
@@ -71,10 +104,14 @@ class Logged:
 
 
 def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
-    """Resolve, write the scan, commit. The answer survives a failed write."""
+    """Resolve and log the scan (queued, or written and committed). The answer survives a
+    failed write."""
     session = db()
     now = datetime.now(UTC)
-    res = resolver.resolve(session, keyring(), text, ctx, rules(), resolve_cache(), now)
+    buffer = scan_buffer()
+    res = resolver.resolve(session, keyring(), text, ctx, rules(), resolve_cache(), now, buffer)
+    if buffer is not None:
+        return Logged(res, buffer.add(res.facts, ctx, now))  # counts its own failures
     record: scanlog.ScanRecord | None = None
     try:
         record = scanlog.record(session, res.facts, ctx, now)
@@ -84,6 +121,38 @@ def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
         scanlog.note_failure(exc, ctx.channel)
         record = None
     return Logged(res, record)
+
+
+#: PublicContent.rendered key of the content's JSON (the web layer uses language codes).
+JSON_KEY = "json"
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    # As Flask's provider answers (sorted keys, compact, UTF-8 as is), minus its overhead.
+    return json.dumps(
+        data,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+        default=current_app.json.default,  # type: ignore[attr-defined]
+    )
+
+
+def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
+    """The resolve answer: the per-scan head spliced into the cached content JSON."""
+    head = resolver.public_head(res)
+    head.update(extra)
+    body = _dumps(head)
+    content = res.content
+    if content is not None and content.data:
+        cached = content.rendered.get(JSON_KEY)
+        if cached is None:
+            cached = content.rendered[JSON_KEY] = _dumps(content.data)
+        body = body[:-1] + "," + cached[1:]
+    response = Response(body + "\n", mimetype="application/json")
+    # Every call is a scan: never answer from a cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _resolve_limit() -> str:
@@ -124,7 +193,7 @@ class Resolve(MethodView):
         answered with exactly `{"verdict": "counterfeit"}`, whatever was wrong with it.
         """
         logged = resolve_and_log(code, client_context(ScanChannel.API.value))
-        return _json(resolver.public_dict(logged.resolution))
+        return resolution_json(logged.resolution)
 
 
 @blp.route("/scans")
@@ -158,18 +227,24 @@ class DeviceScans(MethodView):
             longitude=data.get("longitude"),
         )
         logged = resolve_and_log(data["code"], ctx)
-        body = resolver.public_dict(logged.resolution)
-        body.update(
+        return resolution_json(
+            logged.resolution,
             scan_id=logged.record.id if logged.record else None,
             channel=channel,
             region_code=device.region_code,
         )
-        return _json(body)
 
 
 @blp.route("/scans/log-health")
 class ScanLogHealth(MethodView):
     @blp.doc(security=[])
     def get(self) -> Response:
-        """Scan-log writes that failed in this worker process since it started."""
-        return _json({"scan_log_failures": scanlog.failure_count()})
+        """Scans the log lost in this worker process since it started (failed writes, or
+        dropped because the write-behind queue was full), and scans queued right now."""
+        buffer = scan_buffer()
+        return _json(
+            {
+                "scan_log_failures": scanlog.failure_count(),
+                "scan_log_queued": len(buffer) if buffer is not None else 0,
+            }
+        )

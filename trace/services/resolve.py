@@ -7,7 +7,10 @@ The hot path of the platform. For one scan:
 2. One query reads everything the verdict needs: the run (status, range, key version,
    template), the batch's status, the code's state (count, first scan), a void covering the
    serial, the batch's open recall, and two "content stamps" (newest event id, newest
-   attachment id).
+   attachment id). On PostgreSQL it runs as one prepared statement on an autocommit
+   connection (no BEGIN/COMMIT round trips), see ``read_facts``. With the scan log's
+   write-behind buffer (services.scanbuffer) the code's count, first scan and suspicion
+   add this process's queued scans, read consistently with the query.
 3. The batch's public content -- product, producer, origin, timeline, inspections,
    certificates, media, already filtered by the run's template -- comes from a small
    in-process cache keyed by (run, stamps), so a new event or attachment is visible at
@@ -34,12 +37,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from trace.crypto import codes
@@ -60,6 +63,7 @@ from trace.models.enums import EventType, LabelLevel, RecallStatus, RunStatus, V
 from trace.regions import lookup as regions
 from trace.services import events as event_service
 from trace.services import templates
+from trace.services.scanbuffer import Pending, ScanBuffer
 from trace.services.scanlog import (
     COUNT,
     DISTANCE,
@@ -409,6 +413,69 @@ def _build_run_query() -> Any:
 
 
 _RUN_QUERY = _build_run_query()
+#: The query's columns, for rows read through the DBAPI (read_facts).
+_FactsRow = namedtuple(  # type: ignore[misc]
+    "_FactsRow", [c.name for c in _RUN_QUERY.selected_columns]
+)
+_UTC_COLUMNS = ("first_scan_at", "opened_at")
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: dict[str, Any]
+
+
+_compiled: dict[str, _Compiled] = {}
+
+
+def _compiled_for(engine: Engine) -> _Compiled:
+    compiled = _compiled.get(engine.dialect.name)
+    if compiled is None:
+        c = _RUN_QUERY.compile(dialect=engine.dialect)
+        compiled = _compiled[engine.dialect.name] = _Compiled(str(c), dict(c.params))
+    return compiled
+
+
+def read_facts(session: Session, run_id: int, serial: int) -> Any:
+    """The verdict query's row (or None).
+
+    PostgreSQL: straight on a pooled DBAPI connection in autocommit mode -- one round trip,
+    no BEGIN/COMMIT, and psycopg prepares the statement after a few uses; SQLAlchemy's
+    result layer alone cost more than the query (bench/RESULTS.md "## Resolve"). Anywhere
+    else, and whenever someone listens to the engine's statements (tests counting
+    queries, debugging), the same query goes through SQLAlchemy Core on the session.
+    """
+    engine = session.get_bind()
+    params = {"run_id": run_id, "serial": serial}
+    if (
+        not isinstance(engine, Engine)
+        or engine.dialect.name != "postgresql"
+        or engine.dispatch.before_cursor_execute
+        or session.in_transaction()
+    ):
+        return session.connection().execute(_RUN_QUERY, params).one_or_none()
+    compiled = _compiled_for(engine)
+    raw = engine.raw_connection()
+    try:
+        conn: Any = raw.driver_connection
+        conn.autocommit = True
+        try:
+            cursor = conn.cursor()
+            cursor.execute(compiled.sql, {**compiled.params, **params})
+            values = cursor.fetchone()
+            cursor.close()
+        finally:
+            conn.autocommit = False
+    finally:
+        raw.close()
+    if values is None:
+        return None
+    row = _FactsRow(*values)
+    # UTCDateTime's job on the SQLAlchemy path: stored naive UTC, handed out aware.
+    return row._replace(
+        **{k: getattr(row, k).replace(tzinfo=UTC) for k in _UTC_COLUMNS if getattr(row, k)}
+    )
 
 
 def resolve(
@@ -419,17 +486,24 @@ def resolve(
     rules: Rules,
     cache: ContentCache,
     now: datetime | None = None,
+    buffer: ScanBuffer | None = None,
 ) -> Resolution:
-    """The verdict on a scanned text and the public content behind it. Reads only."""
+    """The verdict on a scanned text and the public content behind it. Reads only.
+
+    With ``buffer`` (the scan log's write-behind queue of this process) the code's queued
+    scans count as if they were written already."""
     code = codes.parse(keyring, extract_code(text))
     if code is None:
         return COUNTERFEIT  # before any database access
-    # Core on the session's connection: the ORM layer would only add overhead here.
-    row = (
-        session.connection()
-        .execute(_RUN_QUERY, {"run_id": code.run_id, "serial": code.serial})
-        .one_or_none()
-    )
+    pending: Pending | None = None
+
+    def fetch() -> Any:
+        return read_facts(session, code.run_id, code.serial)
+
+    if buffer is not None:
+        row, pending = buffer.read(code.run_id, code.serial, fetch)
+    else:
+        row = fetch()
     if (
         row is None
         or row.status != RunStatus.ISSUED.value
@@ -439,15 +513,18 @@ def resolve(
         return COUNTERFEIT
     now = now or datetime.now(UTC)
     item_level = row.level != LabelLevel.BATCH.value
-    before = int(row.scan_count or 0)
+    before = int(row.scan_count or 0) + (pending.count if pending else 0)
     count = before + 1 if ctx.counts else before
-    reason = row.suspicious_reason
+    reason = row.suspicious_reason or (pending.reason if pending else None)
     new_suspicion: str | None = None
     if ctx.counts and item_level and reason is None:
         if count > rules.max_scans:
             new_suspicion = COUNT
         elif ctx.region_code is not None:
             prev = previous_located_scan(session, code.run_id, code.serial, now)
+            queued = pending.located if pending is not None else None
+            if queued is not None and (prev is None or queued[1] >= prev[1]):
+                prev = queued  # this process's latest located scan is not written yet
             if prev is not None and too_fast(rules, prev[0], prev[1], ctx.region_code, now):
                 new_suspicion = DISTANCE
     reason = reason or new_suspicion
@@ -465,6 +542,8 @@ def resolve(
 
     first_at = row.first_scan_at
     first_region = row.first_region_code
+    if first_at is None and pending is not None:
+        first_at, first_region = pending.first_at, pending.first_region
     if first_at is None and ctx.counts:
         first_at, first_region = now, ctx.region_code
     key = (code.run_id, int(row.events_stamp or 0), int(row.media_stamp or 0))
@@ -504,15 +583,15 @@ def resolve(
     )
 
 
-def public_dict(res: Resolution) -> dict[str, Any]:
-    """The JSON view of a resolution (language-neutral; callers add messages).
+def public_head(res: Resolution) -> dict[str, Any]:
+    """The per-scan part of the JSON view: verdict, scan, suspicion, recall, void, level.
 
     A counterfeit answer is a constant: nothing in it depends on what was wrong.
     """
     if not res.genuine_code:
         return {"verdict": res.verdict}
     first_region = res.first_region_code
-    out: dict[str, Any] = {
+    return {
         "verdict": res.verdict,
         "scan": {
             "count": res.scan_count,
@@ -526,6 +605,12 @@ def public_dict(res: Resolution) -> dict[str, Any]:
         "voided": res.voided,
         "level": res.level,
     }
-    if res.content is not None:
+
+
+def public_dict(res: Resolution) -> dict[str, Any]:
+    """The JSON view of a resolution (language-neutral; callers add messages): the head
+    and the batch's public content."""
+    out = public_head(res)
+    if res.genuine_code and res.content is not None:
         out.update(res.content.data)
     return out

@@ -1,9 +1,11 @@
 """The scan log: one row per resolve, the per-code summary, and the "looks copied" rules.
 
 Every resolve (phone page, resolve API, kiosk, printer check) writes one ``scan_events`` row
-and, for codes that decode to a real label, upserts its ``code_states`` row -- two small
-statements in the request's own transaction (one statement with two CTEs on PostgreSQL), no
-read-modify-write round trip:
+and, for codes that decode to a real label, upserts its ``code_states`` row. On PostgreSQL
+the scan is queued in the worker's write-behind buffer (services.scanbuffer: batched
+multi-row writes from a background thread, off the request path); with SQLite, or with
+TRACE_SCAN_LOG_BUFFER=off, :func:`record` writes it in the request's own transaction -- two
+small statements (one with two CTEs on PostgreSQL), no read-modify-write round trip:
 
 * ``scan_events``: time, channel, device, county, verdict, user-agent class, a keyed hash
   of the client IP (``crypto.iphash``; the raw address is never stored). Counterfeit
@@ -18,9 +20,9 @@ hundred milliseconds of scans, never corrupt anything; in exchange a scan does n
 for a WAL flush. Audit entries and records keep full durability because the setting never
 leaves this transaction.
 
-Writing the log must never cost the shopper the page: the entry point catches a failed
-write, rolls back, and calls :func:`note_failure`, which counts it (per process, see
-:func:`failure_count`) and logs it.
+Writing the log must never cost the shopper the page: the entry point (or the buffer's
+flush) catches a failed write, rolls back, and calls :func:`note_failure`, which counts the
+lost scans (per process, see :func:`failure_count`) and logs it.
 
 Printer checks (a printer station verifying fresh labels) are logged but do not touch the
 code's state: otherwise the shopper's first scan would read "scanned before".
@@ -198,13 +200,9 @@ class ScanFacts:
 _INSERT_SCAN = insert(ScanEvent).returning(ScanEvent.id)
 
 
-def record(session: Session, facts: ScanFacts, ctx: ScanContext, now: datetime) -> ScanRecord:
-    """Insert the scan and update the code's state. Flushes only; the caller commits."""
-    # Core statements on the session's connection (same transaction): the ORM-enabled
-    # execute path costs more than the statements themselves.
-    conn = session.connection()
-    counts = facts.run_id is not None and facts.serial is not None and ctx.counts
-    params = {
+def scan_params(facts: ScanFacts, ctx: ScanContext, now: datetime) -> dict[str, Any]:
+    """The scan_events row of one scan (without its id), plus the rule that fired."""
+    return {
         "scanned_at": now,
         "run_id": facts.run_id,
         "serial": facts.serial,
@@ -221,6 +219,18 @@ def record(session: Session, facts: ScanFacts, ctx: ScanContext, now: datetime) 
         "longitude": ctx.longitude,
         "new_suspicion": facts.new_suspicion,
     }
+
+
+def record(session: Session, facts: ScanFacts, ctx: ScanContext, now: datetime) -> ScanRecord:
+    """Insert the scan and update the code's state. Flushes only; the caller commits.
+
+    The synchronous path (SQLite, or TRACE_SCAN_LOG_BUFFER=off); PostgreSQL deployments
+    queue scans in services.scanbuffer instead."""
+    # Core statements on the session's connection (same transaction): the ORM-enabled
+    # execute path costs more than the statements themselves.
+    conn = session.connection()
+    counts = facts.run_id is not None and facts.serial is not None and ctx.counts
+    params = scan_params(facts, ctx, now)
     if conn.dialect.name == "postgresql":
         # One round trip: relaxed commit, the scan and the code's state in one statement.
         params["scanned_at"] = now.astimezone(UTC).replace(tzinfo=None)
@@ -375,22 +385,29 @@ _failures = 0
 _failures_lock = threading.Lock()
 
 
-def note_failure(exc: BaseException, channel: str) -> int:
-    """Count and log a scan-log write that failed; returns the process's count so far."""
-    global _failures
-    with _failures_lock:
-        _failures += 1
-        count = _failures
+def note_failure(exc: BaseException, channel: str, count: int = 1) -> int:
+    """Count and log a scan-log write that failed (`count` scans lost: a failed flush of
+    the write-behind buffer loses all it carried); returns the process's count so far."""
+    total = count_failures(count)
     log.error(
-        "scan log write failed (channel %s, %d failures in this process): %s",
+        "scan log write failed (channel %s, %d scans lost, %d in this process): %s",
         channel,
         count,
+        total,
         exc.__class__.__name__,
         exc_info=exc,
     )
-    return count
+    return total
+
+
+def count_failures(count: int) -> int:
+    """Count lost scans without logging (the caller logs, e.g. once per thousand)."""
+    global _failures
+    with _failures_lock:
+        _failures += count
+        return _failures
 
 
 def failure_count() -> int:
-    """Scan-log writes that failed in this process since it started."""
+    """Scans the log lost in this process since it started (failed writes, dropped)."""
     return _failures

@@ -6,7 +6,8 @@ on a slow rural link, tens of KB (tests/web/test_consumer.py holds it under 50 K
 * Each page view is one scan (channel ``phone``). The language toggle and the location
   answer carry a signed token of that scan, so switching language does not count again.
 * Opt-in location: a button asks the browser for its position and posts it to
-  ``/q/<code>/location``; the scan gets the nearest county (services.scanlog.locate).
+  ``/q/<code>/location``; the scan gets the nearest county (services.scanlog.locate). With
+  the scan log's write-behind buffer the scan is written first (see ``locate``).
 * Media: ``/q/<code>/media/<id>`` serves a public photo or video of the code's batch when
   the code's run publishes "media", with HTTP Range (seeking in videos).
 * The batch's sections are rendered once per (content, language) and cached with the
@@ -15,7 +16,8 @@ on a slow rural link, tens of KB (tests/web/test_consumer.py holds it under 50 K
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from flask import (
@@ -34,10 +36,12 @@ from sqlalchemy import select
 from trace.api.attachments import send_attachment
 from trace.api.scans import (
     client_context,
+    flush_scan_log,
     keyring,
     resolve_and_log,
     resolve_cache,
     rules,
+    scan_buffer,
 )
 from trace.crypto import codes
 from trace.extensions import db
@@ -55,6 +59,9 @@ bp = Blueprint("consumer", __name__)
 CODE_SLOT = "\x00CODE\x00"
 #: A scan token (language toggle, location) is honoured this long after the scan.
 TOKEN_MAX_AGE = int(scanlog.LOCATE_WINDOW.total_seconds())
+#: A location for a scan younger than this that is not in the database yet waits for the
+#: other workers' buffers once (see locate()).
+LOCATE_RETRY_WITHIN = timedelta(seconds=5)
 
 i18n.add_messages(
     {
@@ -390,7 +397,9 @@ def scan_page(code: str) -> Response:
     replay = read_token(request.args.get("s", ""), code) if request.args.get("s") else None
     if replay is not None:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
-        res = resolver.resolve(db(), keyring(), code, ctx, rules(), resolve_cache())
+        res = resolver.resolve(
+            db(), keyring(), code, ctx, rules(), resolve_cache(), buffer=scan_buffer()
+        )
         return _page(code, res, replay)
     logged = resolve_and_log(code, client_context(ScanChannel.PHONE.value))
     return _page(code, logged.resolution, logged.record)
@@ -409,7 +418,18 @@ def locate(code: str) -> Response:
     if record is None or lat != lat or lon != lon:
         abort(400)
     session = db()
-    located = scanlog.locate(session, record, lat, lon, rules(), datetime.now(UTC))
+    # The scan may still sit in a write-behind buffer: this worker's is written now; another
+    # worker's is written within its flush interval, so a scan that is seconds old and not
+    # found yet is looked up once more after that (a shopper's tap takes longer anyway).
+    flush_scan_log()
+    now = datetime.now(UTC)
+    located = scanlog.locate(session, record, lat, lon, rules(), now)
+    if located.region_code is None and now - record.scanned_at < LOCATE_RETRY_WITHIN:
+        buffer = scan_buffer()
+        if buffer is not None:
+            session.rollback()  # a fresh snapshot for the second look
+            time.sleep(min(1.0, 3 * buffer.interval))
+            located = scanlog.locate(session, record, lat, lon, rules(), datetime.now(UTC))
     session.commit()
     name = regions.full_name(located.region_code) if located.region_code else ""
     data = {

@@ -1,0 +1,489 @@
+"""Write-behind buffer for the scan log (PostgreSQL): scans leave the request path.
+
+DESIGN.md §6 asks that every scan be logged "without slowing the response". With the
+buffer a resolve does not write at all: it appends the scan to this worker process's queue
+and answers; a background thread writes the queue every ``interval`` seconds (or sooner
+when ``batch`` scans are waiting) in ONE transaction and ONE statement:
+
+* a multi-row insert into ``scan_events`` (``unnest`` of column arrays: the statement text
+  is the same for any number of rows, so PostgreSQL keeps it prepared);
+* the ``code_states`` upserts, aggregated per (run_id, serial) -- count, first scan, last
+  scan, sticky suspicion -- and applied in (run_id, serial) order, so two workers flushing
+  at once lock rows in the same order and cannot deadlock;
+* ``synchronous_commit = off`` for that transaction only (``set_config(.., true)``), as the
+  synchronous write did: audit entries and records keep full durability.
+
+What the shopper sees stays exact for this worker: a code's count is the database's count
+plus this process's queued scans of the code (:meth:`ScanBuffer.read`, which also makes the
+two agree when a flush commits in between); the first scan's time and county, the sticky
+suspicion and the last located scan (distance rule) come from the queue too. The other
+workers' queued scans are invisible for up to ``interval`` seconds: two shoppers scanning
+one code in the same few milliseconds on two workers may both read "first scan" -- the same
+class of race two simultaneous requests always had.
+
+What can be lost: on a crash (SIGKILL, OOM, power loss) the scans still queued -- at most
+``interval`` seconds of this worker's scans -- and, as before, the last moments of commits
+made with ``synchronous_commit = off``. Nothing is corrupted and nothing half-written stays:
+a flush is one transaction. That is acceptable for a scan log: it feeds counts, maps and
+alerts, not money or records, and the loss window is the same order as the relaxed commit
+the synchronous path already accepted. A graceful stop loses nothing: :func:`close_all` runs
+from ``atexit`` and from gunicorn's ``worker_exit`` hook (trace/gunicorn_conf.py).
+
+When the database fails: a failed flush drops its scans, counts every one of them
+(``scanlog.note_failure``) and logs once per flush; the pages never see it. A flush is not
+retried: after a lost connection the commit may have happened, and a retry would then log
+the scans twice. If the database hangs instead of failing, the queue stops draining; beyond
+``cap`` queued scans new scans are dropped and counted (logged once per 1,000), so memory
+stays bounded (about 1 KB per queued scan).
+
+Scan ids: the phone page's opt-in location post-back names its scan by id, so a buffered
+scan needs its id at once. Each process reserves ids in blocks from the ``scan_events`` id
+sequence (``nextval`` over ``generate_series``) and refills in the background before the
+block runs out. Ids are then not in time order across workers (they never were across
+transactions); the primary key is (id, scanned_at) and readers order by time.
+
+A forked process (gunicorn with --preload) starts with an empty buffer of its own: the
+queue, reserved ids and thread of the parent are never shared.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from trace.services import scanlog
+from trace.services.scanlog import ScanContext, ScanFacts, ScanRecord
+
+log = logging.getLogger(__name__)
+
+#: Log a dropped scan (queue full) once per this many.
+DROP_LOG_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class Pending:
+    """This process's queued (not yet committed) counted scans of one code."""
+
+    count: int
+    first_at: datetime
+    first_region: str | None
+    #: The first rule that fired on a queued scan (sticky, like CodeState's).
+    reason: str | None
+    #: The latest queued scan whose county is known: (county, time).
+    located: tuple[str, datetime] | None
+
+
+class _Code:
+    """Mutable aggregate behind Pending (only touched under the buffer's lock)."""
+
+    __slots__ = ("count", "first_at", "first_region", "last_at", "last_region", "reason")
+
+    def __init__(self, at: datetime, region: str | None, reason: str | None) -> None:
+        self.count = 0
+        self.first_at = at
+        self.first_region = region
+        self.last_at = at
+        self.last_region: str | None = None
+        self.reason = reason
+
+    def add(self, at: datetime, region: str | None, reason: str | None) -> None:
+        self.count += 1
+        if at < self.first_at:
+            self.first_at, self.first_region = at, region
+        if at >= self.last_at:
+            self.last_at = at
+        if region is not None:
+            self.last_region = region
+        self.reason = self.reason or reason
+
+    def view(self) -> Pending:
+        located = (self.last_region, self.last_at) if self.last_region is not None else None
+        return Pending(self.count, self.first_at, self.first_region, self.reason, located)
+
+
+@dataclass
+class _Scan:
+    row: dict[str, Any]
+    #: (run_id, serial) when the scan counts for the code's state, else None.
+    key: tuple[int, int] | None
+    at: datetime
+    region: str | None
+    reason: str | None
+
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "BIGINT"),
+    ("scanned_at", "TIMESTAMP"),
+    ("run_id", "INTEGER"),
+    ("serial", "BIGINT"),
+    ("enterprise_id", "INTEGER"),
+    ("batch_id", "INTEGER"),
+    ("product_id", "INTEGER"),
+    ("channel", "TEXT"),
+    ("device_id", "INTEGER"),
+    ("region_code", "TEXT"),
+    ("verdict", "TEXT"),
+    ("ua_class", "TEXT"),
+    ("ip_hash", "TEXT"),
+    ("latitude", "DOUBLE PRECISION"),
+    ("longitude", "DOUBLE PRECISION"),
+)
+_STATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "INTEGER"),
+    ("serial", "BIGINT"),
+    ("scan_count", "INTEGER"),
+    ("first_scan_at", "TIMESTAMP"),
+    ("first_region_code", "TEXT"),
+    ("last_scan_at", "TIMESTAMP"),
+    ("last_region_code", "TEXT"),
+    ("suspicious_reason", "TEXT"),
+    ("updated_at", "TIMESTAMP"),
+)
+
+
+def _unnest(columns: tuple[tuple[str, str], ...], prefix: str) -> str:
+    return ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns)
+
+
+#: The whole flush: relaxed commit, the scans, the code states (ordered: no deadlocks).
+#: Data-modifying CTEs always run; the final SELECT only reports what was written.
+_FLUSH = text(
+    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v), "
+    f"scan AS (INSERT INTO scan_events ({', '.join(n for n, _ in _COLUMNS)}) "
+    f"SELECT * FROM unnest({_unnest(_COLUMNS, 's_')}) RETURNING 1), "
+    f"state AS (INSERT INTO code_states ({', '.join(n for n, _ in _STATE_COLUMNS)}) "
+    f"SELECT * FROM unnest({_unnest(_STATE_COLUMNS, 'c_')}) "
+    "AS u(run_id, serial, scan_count, first_scan_at, first_region_code, last_scan_at, "
+    "last_region_code, suspicious_reason, updated_at) "
+    "ORDER BY run_id, serial "
+    "ON CONFLICT (run_id, serial) DO UPDATE SET "
+    "scan_count = code_states.scan_count + excluded.scan_count, "
+    "first_scan_at = coalesce(code_states.first_scan_at, excluded.first_scan_at), "
+    "first_region_code = CASE WHEN code_states.first_scan_at IS NULL "
+    "THEN excluded.first_region_code ELSE code_states.first_region_code END, "
+    "last_scan_at = greatest(code_states.last_scan_at, excluded.last_scan_at), "
+    "last_region_code = coalesce(excluded.last_region_code, code_states.last_region_code), "
+    "suspicious_reason = coalesce(code_states.suspicious_reason, excluded.suspicious_reason), "
+    "updated_at = excluded.updated_at RETURNING 1) "
+    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v FROM relaxed"
+)
+_IDS = text("SELECT nextval('scan_events_id_seq') FROM generate_series(1, :n)")
+
+
+def _naive(at: datetime) -> datetime:
+    # The raw statement binds TIMESTAMP arrays: naive UTC, as UTCDateTime stores them.
+    return at.astimezone(UTC).replace(tzinfo=None)
+
+
+class ScanBuffer:
+    """One per app and process: queue, id reserve, flush thread (started on first use)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = 0.02,
+        cap: int = 20_000,
+        batch: int = 2_000,
+        id_block: int = 500,
+    ) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ValueError("the scan buffer needs PostgreSQL (ids come from its sequence)")
+        self.engine = engine
+        self.interval = interval
+        self.cap = cap
+        self.batch = batch
+        self.id_block = id_block
+        self.dropped = 0
+        self.flushed = 0
+        self._reset()
+        _buffers.add(self)
+
+    def _reset(self) -> None:
+        """Fresh state for the current process (also after a fork)."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        #: Serialises flushes (the thread's, an explicit one, the final one).
+        self._flush_lock = threading.Lock()
+        self._id_lock = threading.Lock()
+        #: Seqlock: odd while a flush commits (see read()).
+        self._gen = 0
+        self._stable = threading.Condition(threading.Lock())
+        self._queue: list[_Scan] = []
+        self._codes: dict[tuple[int, int], _Code] = {}
+        self._ids: deque[int] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- the request side ------------------------------------------------------------------
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+        if self._thread is None and not self._closed:
+            with self._lock:
+                if self._thread is None:
+                    # The thread holds the buffer weakly: an app that is gone (tests build
+                    # many) takes its thread with it.
+                    self._thread = threading.Thread(
+                        target=_run,
+                        args=(weakref.ref(self), self._wake, self._stop, self.interval),
+                        name="scan-log-flush",
+                        daemon=True,
+                    )
+                    self._thread.start()
+
+    def add(self, facts: ScanFacts, ctx: ScanContext, now: datetime) -> ScanRecord | None:
+        """Queue one scan; its record (id, time) at once. None if it could not be queued
+        (no id, queue full): counted, the caller answers anyway."""
+        self._check_process()
+        try:
+            scan_id = self._next_id()
+        except Exception as exc:  # the database is down: nothing to queue for
+            scanlog.note_failure(exc, ctx.channel)
+            return None
+        row = scanlog.scan_params(facts, ctx, now)
+        row["id"] = scan_id
+        row["scanned_at"] = _naive(now)
+        counts = facts.run_id is not None and facts.serial is not None and ctx.counts
+        key = (int(facts.run_id or 0), int(facts.serial or 0)) if counts else None
+        scan = _Scan(row, key, now, ctx.region_code, facts.new_suspicion)
+        queued = full = False
+        dropped = 0
+        with self._lock:
+            if len(self._queue) < self.cap:
+                queued = True
+                self._queue.append(scan)
+                if key is not None:
+                    code = self._codes.get(key)
+                    if code is None:
+                        code = self._codes[key] = _Code(now, ctx.region_code, None)
+                    code.add(now, ctx.region_code, facts.new_suspicion)
+                full = len(self._queue) >= self.batch
+            else:
+                self.dropped += 1
+                dropped = self.dropped
+        if not queued:
+            scanlog.count_failures(1)
+            if dropped % DROP_LOG_EVERY == 1:
+                log.error(
+                    "scan log queue full (%d scans waiting): dropped %d scans so far",
+                    self.cap,
+                    dropped,
+                )
+            return None
+        if full:
+            self._wake.set()
+        return ScanRecord(id=scan_id, scanned_at=now)
+
+    def read(self, run_id: int, serial: int, fetch: Any) -> tuple[Any, Pending | None]:
+        """``fetch()`` (the verdict query) and this process's queued scans of the code, as
+        of one moment: retried if a flush committed in between, which would otherwise
+        count its scans twice (database and queue) or not at all."""
+        self._check_process()
+        key = (run_id, serial)
+        result: Any = None
+        pending: Pending | None = None
+        for _ in range(5):
+            with self._stable:
+                while self._gen & 1:
+                    self._stable.wait(0.1)
+                gen = self._gen
+            result = fetch()
+            with self._lock:
+                code = self._codes.get(key)
+                pending = code.view() if code is not None else None
+            if self._gen == gen:
+                break
+        return result, pending
+
+    def pending(self, run_id: int, serial: int) -> Pending | None:
+        with self._lock:
+            code = self._codes.get((run_id, serial))
+            return code.view() if code is not None else None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # -- ids -------------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        try:
+            return self._ids.popleft()
+        except IndexError:
+            pass
+        with self._id_lock:  # one reservation at a time; others then find ids waiting
+            if not self._ids:
+                self._reserve()
+            return self._ids.popleft()
+
+    def _reserve(self) -> None:
+        with self.engine.connect() as conn:
+            ids = conn.execute(_IDS, {"n": self.id_block}).scalars().all()
+            conn.commit()
+        self._ids.extend(int(i) for i in ids)
+
+    def _refill(self) -> None:
+        if len(self._ids) < self.id_block // 2:
+            with self._id_lock:
+                if len(self._ids) < self.id_block // 2:
+                    self._reserve()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write everything queued so far; returns the scans written. Never raises."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._flush_lock:
+            written = 0
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        return written
+                    taken, self._queue = self._queue[: self.batch], self._queue[self.batch :]
+                written += self._write(taken)
+
+    def _write(self, taken: list[_Scan]) -> int:
+        params: dict[str, Any] = {f"s_{name}": [] for name, _ in _COLUMNS}
+        for scan in taken:
+            for name, _ in _COLUMNS:
+                params[f"s_{name}"].append(scan.row[name])
+        states = self._states(taken)
+        for i, (name, _) in enumerate(_STATE_COLUMNS):
+            params[f"c_{name}"] = [s[i] for s in states]
+        committing = False
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(_FLUSH, params)
+                self._begin_commit()
+                committing = True
+                try:
+                    conn.commit()
+                finally:
+                    self._end_commit(taken)
+        except Exception as exc:  # counted and logged; the scans are lost (see module doc)
+            if not committing:
+                self._forget(taken)
+            scanlog.note_failure(exc, "buffer", count=len(taken))
+            return 0
+        self.flushed += len(taken)
+        return len(taken)
+
+    @staticmethod
+    def _states(taken: list[_Scan]) -> list[tuple[Any, ...]]:
+        """Code-state rows, one per code, sorted by (run_id, serial)."""
+        codes: dict[tuple[int, int], _Code] = {}
+        for scan in taken:
+            if scan.key is None:
+                continue
+            code = codes.get(scan.key)
+            if code is None:
+                code = codes[scan.key] = _Code(scan.at, scan.region, None)
+            code.add(scan.at, scan.region, scan.reason)
+        return [
+            (
+                run_id,
+                serial,
+                c.count,
+                _naive(c.first_at),
+                c.first_region,
+                _naive(c.last_at),
+                c.last_region,
+                c.reason,
+                _naive(c.last_at),
+            )
+            for (run_id, serial), c in sorted(codes.items())
+        ]
+
+    def _begin_commit(self) -> None:
+        with self._stable:
+            self._gen += 1
+
+    def _end_commit(self, taken: list[_Scan]) -> None:
+        """The taken scans are in the database now (or lost): no longer pending."""
+        with self._lock:
+            for scan in taken:
+                if scan.key is None:
+                    continue
+                code = self._codes.get(scan.key)
+                if code is None:
+                    continue
+                code.count -= 1
+                if code.count <= 0:
+                    del self._codes[scan.key]
+        with self._stable:
+            self._gen += 1
+            self._stable.notify_all()
+
+    def _forget(self, taken: list[_Scan]) -> None:
+        self._begin_commit()
+        self._end_commit(taken)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One round of the thread: write the queue, top up the reserved ids."""
+        try:
+            self.flush()
+            self._refill()
+        except Exception:  # the thread must outlive any error; flush() counts its own
+            log.exception("scan log buffer thread")
+
+    def close(self) -> None:
+        """Stop the thread and write what is queued (graceful stop)."""
+        if self._pid != os.getpid():
+            return  # the parent's buffer: nothing of ours in it
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self.flush()
+
+
+def _run(
+    ref: weakref.ref[ScanBuffer],
+    wake: threading.Event,
+    stop: threading.Event,
+    interval: float,
+) -> None:
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        buffer = ref()
+        if buffer is None:
+            return
+        buffer.tick()
+        del buffer
+
+
+_buffers: weakref.WeakSet[ScanBuffer] = weakref.WeakSet()
+
+
+def flush_all() -> int:
+    """Flush every buffer of this process (tests, before reading the log)."""
+    return sum(b.flush() for b in list(_buffers))
+
+
+def close_all() -> None:
+    """Write every queued scan of this process: atexit and gunicorn's worker_exit."""
+    for buffer in list(_buffers):
+        try:
+            buffer.close()
+        except Exception:
+            log.exception("closing the scan log buffer")
+
+
+atexit.register(close_all)
