@@ -15,6 +15,7 @@ resolve cache): encoding the whole timeline per request cost more than the query
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
@@ -42,8 +43,19 @@ LIMIT_OFF = frozenset({"", "0", "off", "none", "unlimited"})
 # -- glue shared with trace.web.consumer and trace.web.kiosk ---------------------------------
 
 
+#: How long a loaded keyring answers before the key file is looked at again (a rotation
+#: by the CLI is seen within this; a stat per request showed in the resolve profile).
+KEYRING_RECHECK_SECONDS = 1.0
+
+
 def keyring() -> Keyring:
-    return load_keyring(config())
+    cached = current_app.extensions.get("trace.keyring")
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cast(Keyring, cached[1])
+    ring = load_keyring(config())
+    current_app.extensions["trace.keyring"] = (now + KEYRING_RECHECK_SECONDS, ring)
+    return ring
 
 
 def rules() -> scanlog.Rules:
@@ -106,12 +118,17 @@ class Logged:
 def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
     """Resolve and log the scan (queued, or written and committed). The answer survives a
     failed write."""
-    session = db()
     now = datetime.now(UTC)
     buffer = scan_buffer()
-    res = resolver.resolve(session, keyring(), text, ctx, rules(), resolve_cache(), now, buffer)
     if buffer is not None:
+        # Nothing to write in the request: the session is opened only if the resolver
+        # needs it (content not cached yet, distance rule).
+        res = resolver.resolve(
+            db, keyring(), text, ctx, rules(), resolve_cache(), now, buffer, engine()
+        )
         return Logged(res, buffer.add(res.facts, ctx, now))  # counts its own failures
+    session = db()
+    res = resolver.resolve(session, keyring(), text, ctx, rules(), resolve_cache(), now)
     record: scanlog.ScanRecord | None = None
     try:
         record = scanlog.record(session, res.facts, ctx, now)
@@ -158,6 +175,13 @@ def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
 def _resolve_limit() -> str:
     value = config().resolve_rate_limit.strip()
     return "" if value.lower() in LIMIT_OFF else value
+
+
+@limiter.request_filter
+def _resolve_unlimited() -> bool:
+    """Skip the limiter's per-request bookkeeping for the resolve API when its limit is off
+    (it has no other limits): a measurable share of a resolve otherwise."""
+    return request.endpoint == "scans.Resolve" and not _resolve_limit()
 
 
 def _json(data: dict[str, Any]) -> Response:

@@ -35,13 +35,16 @@ publishes its section (``services.templates.PUBLIC_SECTIONS``).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict, namedtuple
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+from psycopg import RawCursor
 from sqlalchemy import Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -422,8 +425,16 @@ _UTC_COLUMNS = ("first_scan_at", "opened_at")
 
 @dataclass(frozen=True)
 class _Compiled:
+    """The query in PostgreSQL's own $n form (psycopg's RawCursor: no per-call rewrite of
+    %(name)s placeholders) and the constant parameters around run_id and serial."""
+
     sql: str
-    params: dict[str, Any]
+    params: tuple[Any, ...]
+    names: tuple[str, ...]
+
+    def args(self, run_id: int, serial: int) -> tuple[Any, ...]:
+        given = {"run_id": run_id, "serial": serial}
+        return tuple(given.get(n, p) for n, p in zip(self.names, self.params, strict=True))
 
 
 _compiled: dict[str, _Compiled] = {}
@@ -433,11 +444,31 @@ def _compiled_for(engine: Engine) -> _Compiled:
     compiled = _compiled.get(engine.dialect.name)
     if compiled is None:
         c = _RUN_QUERY.compile(dialect=engine.dialect)
-        compiled = _compiled[engine.dialect.name] = _Compiled(str(c), dict(c.params))
+        names: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        sql = re.sub(r"%\((\w+)\)s", number, str(c))
+        params = tuple(c.params.get(n) for n in names)
+        compiled = _compiled[engine.dialect.name] = _Compiled(sql, params, tuple(names))
     return compiled
 
 
-def read_facts(session: Session, run_id: int, serial: int) -> Any:
+#: A session, or a function that opens one when first needed: a warm resolve on
+#: PostgreSQL needs no session at all (read_facts reads on its own connection).
+SessionSource = Session | Callable[[], Session]
+
+
+def _session(source: SessionSource) -> Session:
+    return source if isinstance(source, Session) else source()
+
+
+def read_facts(
+    source: SessionSource, run_id: int, serial: int, engine: Engine | None = None
+) -> Any:
     """The verdict query's row (or None).
 
     PostgreSQL: straight on a pooled DBAPI connection in autocommit mode -- one round trip,
@@ -446,25 +477,26 @@ def read_facts(session: Session, run_id: int, serial: int) -> Any:
     else, and whenever someone listens to the engine's statements (tests counting
     queries, debugging), the same query goes through SQLAlchemy Core on the session.
     """
-    engine = session.get_bind()
-    params = {"run_id": run_id, "serial": serial}
+    if engine is None:
+        session = _session(source)
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) and not session.in_transaction() else None
     if (
-        not isinstance(engine, Engine)
+        engine is None
         or engine.dialect.name != "postgresql"
         or engine.dispatch.before_cursor_execute
-        or session.in_transaction()
     ):
-        return session.connection().execute(_RUN_QUERY, params).one_or_none()
+        params = {"run_id": run_id, "serial": serial}
+        return _session(source).connection().execute(_RUN_QUERY, params).one_or_none()
     compiled = _compiled_for(engine)
     raw = engine.raw_connection()
     try:
         conn: Any = raw.driver_connection
         conn.autocommit = True
         try:
-            cursor = conn.cursor()
-            cursor.execute(compiled.sql, {**compiled.params, **params})
-            values = cursor.fetchone()
-            cursor.close()
+            with RawCursor(conn) as cursor:
+                cursor.execute(compiled.sql, compiled.args(run_id, serial))
+                values = cursor.fetchone()
         finally:
             conn.autocommit = False
     finally:
@@ -479,7 +511,7 @@ def read_facts(session: Session, run_id: int, serial: int) -> Any:
 
 
 def resolve(
-    session: Session,
+    session: SessionSource,
     keyring: Keyring,
     text: str,
     ctx: ScanContext,
@@ -487,18 +519,21 @@ def resolve(
     cache: ContentCache,
     now: datetime | None = None,
     buffer: ScanBuffer | None = None,
+    engine: Engine | None = None,
 ) -> Resolution:
     """The verdict on a scanned text and the public content behind it. Reads only.
 
     With ``buffer`` (the scan log's write-behind queue of this process) the code's queued
-    scans count as if they were written already."""
+    scans count as if they were written already. With ``engine`` the verdict query reads
+    on its own connection and ``session`` (then best a function) is opened only if needed:
+    for content not cached yet, or a scan with a county (distance rule)."""
     code = codes.parse(keyring, extract_code(text))
     if code is None:
         return COUNTERFEIT  # before any database access
     pending: Pending | None = None
 
     def fetch() -> Any:
-        return read_facts(session, code.run_id, code.serial)
+        return read_facts(session, code.run_id, code.serial, engine)
 
     if buffer is not None:
         row, pending = buffer.read(code.run_id, code.serial, fetch)
@@ -521,7 +556,7 @@ def resolve(
         if count > rules.max_scans:
             new_suspicion = COUNT
         elif ctx.region_code is not None:
-            prev = previous_located_scan(session, code.run_id, code.serial, now)
+            prev = previous_located_scan(_session(session), code.run_id, code.serial, now)
             queued = pending.located if pending is not None else None
             if queued is not None and (prev is None or queued[1] >= prev[1]):
                 prev = queued  # this process's latest located scan is not written yet
@@ -549,7 +584,7 @@ def resolve(
     key = (code.run_id, int(row.events_stamp or 0), int(row.media_stamp or 0))
     content = cache.get(key)
     if content is None:
-        content = PublicContent(build_content(session, row.batch_id, row.template))
+        content = PublicContent(build_content(_session(session), row.batch_id, row.template))
         cache.put(key, content)
     return Resolution(
         verdict=verdict,

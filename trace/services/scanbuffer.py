@@ -176,7 +176,8 @@ _FLUSH = text(
     "updated_at = excluded.updated_at RETURNING 1) "
     "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v FROM relaxed"
 )
-_IDS = text("SELECT nextval('scan_events_id_seq') FROM generate_series(1, :n)")
+#: One row (an array), not n rows: reading 500 rows through a result cost more than this.
+_IDS = text("SELECT array_agg(nextval('scan_events_id_seq')) FROM generate_series(1, :n)")
 
 
 def _naive(at: datetime) -> datetime:
@@ -299,11 +300,13 @@ class ScanBuffer:
                 while self._gen & 1:
                     self._stable.wait(0.1)
                 gen = self._gen
+            queued_before = key in self._codes
             result = fetch()
             with self._lock:
                 code = self._codes.get(key)
                 pending = code.view() if code is not None else None
-            if self._gen == gen:
+            # A flush committed meanwhile matters only if it may have carried this code.
+            if self._gen == gen or (not queued_before and pending is None):
                 break
         return result, pending
 
@@ -329,7 +332,7 @@ class ScanBuffer:
 
     def _reserve(self) -> None:
         with self.engine.connect() as conn:
-            ids = conn.execute(_IDS, {"n": self.id_block}).scalars().all()
+            ids = conn.execute(_IDS, {"n": self.id_block}).scalar_one()
             conn.commit()
         self._ids.extend(int(i) for i in ids)
 
@@ -346,13 +349,14 @@ class ScanBuffer:
         if self._pid != os.getpid():
             self._reset()
         with self._flush_lock:
+            # What is queued now, not what arrives meanwhile: otherwise under steady load
+            # the thread would write tiny batches back to back instead of one per interval.
+            with self._lock:
+                taken, self._queue = self._queue, []
             written = 0
-            while True:
-                with self._lock:
-                    if not self._queue:
-                        return written
-                    taken, self._queue = self._queue[: self.batch], self._queue[self.batch :]
-                written += self._write(taken)
+            for start in range(0, len(taken), self.batch):
+                written += self._write(taken[start : start + self.batch])
+            return written
 
     def _write(self, taken: list[_Scan]) -> int:
         params: dict[str, Any] = {f"s_{name}": [] for name, _ in _COLUMNS}

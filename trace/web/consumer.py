@@ -44,7 +44,7 @@ from trace.api.scans import (
     scan_buffer,
 )
 from trace.crypto import codes
-from trace.extensions import db
+from trace.extensions import db, engine, limiter
 from trace.models import Attachment, LabelRun
 from trace.models.enums import RunStatus, ScanChannel, Verdict
 from trace.regions import lookup as regions
@@ -390,6 +390,13 @@ def _page(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None
     return response
 
 
+@limiter.request_filter
+def _page_unlimited() -> bool:
+    """The consumer page has no rate limit (shoppers behind one carrier NAT share an
+    address): skip the limiter's per-request bookkeeping for it."""
+    return request.endpoint == "consumer.scan_page"
+
+
 @bp.get("/q/<code>")
 @bp.get("/Q/<code>")
 def scan_page(code: str) -> Response:
@@ -397,8 +404,16 @@ def scan_page(code: str) -> Response:
     replay = read_token(request.args.get("s", ""), code) if request.args.get("s") else None
     if replay is not None:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
+        buffer = scan_buffer()
         res = resolver.resolve(
-            db(), keyring(), code, ctx, rules(), resolve_cache(), buffer=scan_buffer()
+            db,
+            keyring(),
+            code,
+            ctx,
+            rules(),
+            resolve_cache(),
+            buffer=buffer,
+            engine=engine() if buffer is not None else None,
         )
         return _page(code, res, replay)
     logged = resolve_and_log(code, client_context(ScanChannel.PHONE.value))
