@@ -44,7 +44,8 @@ def init_session_handling(app: Flask) -> None:
                 session.close()
         return response
 
-    @app.teardown_request
+    # The app context, not the request: CLI commands use db() too and have no request.
+    @app.teardown_appcontext
     def _close(_exc: BaseException | None) -> None:
         session: Session | None = g.pop("db", None)
         if session is not None:

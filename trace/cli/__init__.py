@@ -13,6 +13,7 @@ CLI_MODULES = (
     "trace.cli.labels",
     "trace.cli.demo_scans",
     "trace.cli.analytics",
+    "trace.cli.audit",
 )
 
 

@@ -32,6 +32,7 @@ def rotate_command() -> None:
 
 @group.command("list")
 def list_command() -> None:
+    """List the key versions (never the keys); the current one signs new labels."""
     ring = load_keyring(config())
     for v in ring.versions:
         click.echo(f"{v}{' (current)' if v == ring.current_version else ''}")

@@ -157,8 +157,9 @@ def void_command(run_id: int, first: int, last: int | None, reason: str) -> None
 
 
 @group.command("list")
-@click.option("--batch", "batch_id", type=int, default=None)
+@click.option("--batch", "batch_id", type=int, default=None, help="Only this batch's runs.")
 def list_command(batch_id: int | None) -> None:
+    """List label runs with their serial ranges, voided and scanned counts."""
     session = db()
     admin = Actor(user_id=None, role=Role.PLATFORM_ADMIN)
     for row in labels.list_runs(session, admin, batch_id):

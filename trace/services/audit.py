@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from trace.crypto.chain import GENESIS, chain_hash
+from trace.crypto.chain import GENESIS, chain_hash, verify_chain
 from trace.db import utcnow
 from trace.models import AuditEntry
 from trace.services.actors import Actor
@@ -30,27 +32,56 @@ def record(
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _AUDIT_LOCK_KEY})
     head = session.scalars(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first()
     prev = head or GENESIS
-    at = utcnow()
-    body = {
-        "at": at.isoformat(),
-        "actor_user_id": actor.user_id if actor else None,
-        "enterprise_id": enterprise_id,
-        "action": action,
-        "entity": entity,
-        "entity_id": str(entity_id),
-        "payload": payload or {},
-    }
     entry = AuditEntry(
-        at=at,
-        actor_user_id=body["actor_user_id"],
+        at=utcnow(),
+        actor_user_id=actor.user_id if actor else None,
         enterprise_id=enterprise_id,
         action=action,
         entity=entity,
         entity_id=str(entity_id),
         payload=payload or {},
         prev_hash=prev,
-        hash=chain_hash(prev, body),
     )
+    entry.hash = chain_hash(prev, _body(entry))
     session.add(entry)
     session.flush()
     return entry
+
+
+def _body(entry: AuditEntry) -> dict[str, Any]:
+    """What an entry's hash covers: every column but the id and the hashes themselves."""
+    return {
+        "at": entry.at.isoformat(),
+        "actor_user_id": entry.actor_user_id,
+        "enterprise_id": entry.enterprise_id,
+        "action": entry.action,
+        "entity": entry.entity,
+        "entity_id": entry.entity_id,
+        "payload": entry.payload or {},
+    }
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    entries: int
+    #: The id of the first entry that does not hold (edited, deleted before it, reordered).
+    broken_id: int | None
+
+
+def verify(session: Session, batch: int = 5000) -> ChainCheck:
+    """Re-hash the whole trail in order; an edited or removed entry breaks the chain there."""
+    ids: list[int] = []
+    stmt = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
+    result = session.scalars(stmt)
+
+    def links() -> Iterator[tuple[str, dict[str, Any], str]]:
+        for entry in result:
+            ids.append(entry.id)
+            yield entry.prev_hash, _body(entry), entry.hash
+
+    try:
+        broken = verify_chain(links())
+    finally:
+        # Stopping at a broken entry leaves a server-side cursor open on PostgreSQL.
+        result.close()
+    return ChainCheck(entries=len(ids), broken_id=None if broken is None else ids[broken])
