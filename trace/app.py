@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 from flask import Flask
 from flask_smorest import Api
+from marshmallow import fields
 
 from trace import extensions
 from trace.api import problems
@@ -40,6 +41,14 @@ def _schema_name(schema: object) -> str:
     if getattr(schema, "partial", False):
         name += "Partial"
     return name
+
+
+def _decimal_bounds(_converter: object, field: fields.Field, ret: dict[str, object]) -> dict:
+    """Decimal ranges as numbers: apispec writes them as the field serialises them, which for
+    our as-string decimals is a string, and `"minimum": "0.00"` is not valid OpenAPI."""
+    if not isinstance(field, fields.Decimal):
+        return {}
+    return {k: float(v) for k in ("minimum", "maximum") if isinstance(v := ret.get(k), str)}
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -81,10 +90,9 @@ def create_app(config: Config | None = None) -> Flask:
     extensions.init_session_handling(app)
     extensions.init_limiter(app, config)
 
-    api = Api(
-        app,
-        spec_kwargs={"marshmallow_plugin": MarshmallowPlugin(schema_name_resolver=_schema_name)},
-    )
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
+    api = Api(app, spec_kwargs={"marshmallow_plugin": plugin})
+    plugin.converter.add_attribute_function(_decimal_bounds)  # type: ignore[union-attr]
     from trace.api import register_blueprints
 
     register_blueprints(api)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.testing import FlaskClient
+from openapi_spec_validator import validate
 
 from tests.conftest import bearer
 
@@ -25,3 +26,5 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert r.status_code == 200
     assert r.json["openapi"].startswith("3.")
     assert "/api/v1/batches/{batch_id}/events" in r.json["paths"]
+    # Against the OpenAPI 3.0 meta-schema, not just "it is JSON".
+    validate(r.json)
