@@ -14,6 +14,8 @@ class Actor:
     role: Role
     enterprise_id: int | None = None
     region_prefix: str | None = None
+    #: The actor's enterprise is suspended by the platform: it reads, but writes nothing.
+    enterprise_suspended: bool = False
 
     @property
     def is_enterprise(self) -> bool:
@@ -31,6 +33,13 @@ class Actor:
         """The enterprise this actor writes for; regulators and admins write no records."""
         if not self.is_enterprise or self.enterprise_id is None:
             raise Forbidden("Only an enterprise account can change production records.")
+        if self.enterprise_suspended:
+            # Recalls stay possible (they do not ask for a writer): a safety action is never
+            # blocked by an administrative one.
+            raise Forbidden(
+                "This enterprise is suspended by the platform: its records can be read, "
+                "but nothing can be added or changed and no labels can be issued."
+            )
         return self.enterprise_id
 
     def require_enterprise_admin(self) -> int:

@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from trace.errors import Unauthenticated, ValidationFailed
 from trace.models import ApiToken, Device, User
-from trace.models.enums import Role
+from trace.models.enums import EnterpriseStatus, Role
 from trace.services.actors import Actor
 
 TOKEN_PREFIX = "trc_"
@@ -40,6 +40,10 @@ def actor_for(user: User) -> Actor:
         role=Role(user.role),
         enterprise_id=user.enterprise_id,
         region_prefix=user.region_prefix,
+        enterprise_suspended=(
+            user.enterprise is not None
+            and user.enterprise.status == EnterpriseStatus.SUSPENDED.value
+        ),
     )
 
 

@@ -1,0 +1,52 @@
+"""A suspended enterprise reads its records but changes nothing and issues no labels;
+its printed labels keep resolving, and it can still recall a batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.conftest import bearer
+from tests.factories import event_body
+from trace.crypto.codes import mint
+from trace.services.keys import load_keyring
+
+
+def test_suspended_enterprise_reads_but_does_not_write(
+    client: FlaskClient, demo: dict[str, Any]
+) -> None:
+    coop, admin = bearer(demo["tokens"]["huaning-coop"]), bearer(demo["tokens"]["admin"])
+    enterprise_url = f"/api/v1/enterprises/{demo['enterprise_ids'][0]}"
+    batch_url = f"/api/v1/batches/{demo['batch_id']}"
+    run = {"batch_id": demo["batch_id"], "count": 5, "profile": "zpl-203dpi-40x30", "format": "zpl"}
+    issued = client.post("/api/v1/label-runs", json=run, headers=coop)
+    assert issued.status_code == 201, issued.json
+
+    r = client.patch(enterprise_url, json={"status": "suspended"}, headers=admin)
+    assert r.status_code == 200 and r.json["status"] == "suspended"
+
+    assert client.get(batch_url, headers=coop).status_code == 200
+    refused = client.post("/api/v1/label-runs", json=run, headers=coop)
+    assert refused.status_code == 403 and refused.mimetype == "application/problem+json"
+    assert "suspended" in refused.json["detail"]
+    event = event_body("care", occurred_at="2026-11-20T08:00:00+08:00")
+    assert client.post(f"{batch_url}/events", json=event, headers=coop).status_code == 403
+
+    # Labels already on the shelves still tell the truth.
+    ring = load_keyring(client.application.extensions["trace.config"])
+    code = mint(ring, issued.json["id"], issued.json["first_serial"], issued.json["key_version"])
+    assert client.get(f"/api/v1/resolve/{code}").json["verdict"] == "genuine"
+    r = client.patch(enterprise_url, json={"status": "admitted"}, headers=admin)
+    assert r.status_code == 200
+    assert client.post(f"{batch_url}/events", json=event, headers=coop).status_code == 201
+
+    client.patch(enterprise_url, json={"status": "suspended"}, headers=admin)
+    # A recall is a safety action: never blocked by the suspension.
+    recall = {
+        "batch_id": demo["batch_id"],
+        "reason": "自查",
+        "level": "三级",
+        "public_notice": "暂停销售",
+    }
+    assert client.post("/api/v1/recalls", json=recall, headers=coop).status_code == 201
