@@ -3,6 +3,7 @@ recalls) through forms with a CSRF token."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.api.test_analytics import SONGMING_NEEDLES, build_world
-from trace.models import Alert, Batch, Recall, User
+from trace.models import Alert, Batch, Recall, TraceEvent, User
 from trace.models.enums import Role
 from trace.services import accounts, demo
 
@@ -114,6 +115,7 @@ def test_acknowledge_and_close_an_alert_from_the_page(
 ) -> None:
     _login(client, "huaning-regulator")
     html = _page(client)
+    assert "<td>在产</td>" in html and "<td>open</td>" not in html  # batch status in words
     alert = session.scalars(
         select(Alert).where(Alert.kind == "phi_violation", Alert.region_code == "530424")
     ).one()
@@ -185,6 +187,13 @@ def test_recall_from_the_page_and_its_report(
     report = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "请停止食用本批次柑桔" in report and "云南省昆明市官渡区" in report
     assert "华宁县电商服务中心溯源一体机" in report
+    # Beijing time and Chinese words for a county regulator: the demo ships at 08:00 CST.
+    shipping = session.scalars(
+        select(TraceEvent).where(TraceEvent.batch_id == batch.id, TraceEvent.type == "shipping")
+    ).one()
+    local = shipping.occurred_at.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    assert f"{local:%Y-%m-%d %H:%M} · 发运" in report
+    assert "shipping" not in report and "UTC" not in report
     recall = session.scalars(select(Recall)).one()
     done = client.post(
         f"/dashboard/recalls/{recall.id}/close", data={"csrf": token.group(1), "note": "已下架"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,6 +36,21 @@ from trace.web.i18n import current_language
 from trace.web.i18n import translate as _
 
 bp = Blueprint("dashboard", __name__)
+
+#: Regulators read times in Beijing time; the database and the API keep UTC.
+CST = timezone(timedelta(hours=8))
+
+
+@bp.app_template_filter("cst")
+def china_time(value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A UTC datetime (or its ISO text, as the report services give it) in China time."""
+    if value is None or value == "":
+        return "–"
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(CST).strftime(fmt)
+
 
 ALLOWED_ROLES = (Role.REGULATOR, Role.ENTERPRISE_ADMIN, Role.PLATFORM_ADMIN)
 TOP_N = 10
@@ -115,6 +130,10 @@ i18n.add_messages(
             "en": "The batch stays recalled after the recall is closed.",
         },
         "dash.status.open": {"zh": "待处理", "en": "open"},
+        "dash.batch.open": {"zh": "在产", "en": "open"},
+        "dash.batch.sealed": {"zh": "已封批", "en": "sealed"},
+        "dash.batch.held": {"zh": "暂扣", "en": "held"},
+        "dash.batch.recalled": {"zh": "已召回", "en": "recalled"},
         "dash.status.acknowledged": {"zh": "已确认", "en": "acknowledged"},
         "dash.status.closed": {"zh": "已关闭", "en": "closed"},
         "dash.kind.phi_violation": {"zh": "违反安全间隔期", "en": "PHI violation"},
