@@ -127,6 +127,21 @@ def test_good_file_in_another_directory(tmp_path: Path) -> None:
         (('language = "tspl"', 'language = "pdf"'), "sheet", "needs a [sheet] table"),
         (("x_mm = 18.5", "x_mm = 45"), "text.x_mm", "outside the label width"),
         (("max_lines = 4", "max_lines = -1"), "text.max_lines", "greater than or equal to 0"),
+        (
+            ("max_width_mm = 20", 'max_width_mm = 20\nnarrow_font = "9"'),
+            "text.narrow_font",
+            "one of",
+        ),
+        (
+            ("max_width_mm = 20", "max_width_mm = 20\nmin_width_mm = 4"),
+            "text.min_width_mm",
+            "exceed",
+        ),
+        (
+            ("max_width_mm = 20", "max_width_mm = 20\nmin_width_mm = 0"),
+            "text.min_width_mm",
+            "greater",
+        ),
     ],
 )
 def test_bad_field_names_file_and_field(
@@ -160,3 +175,25 @@ def test_invalid_toml_and_name_mismatch(tmp_path: Path) -> None:
         load_profile_file(path)
     with pytest.raises(ProfileError, match="no such profile file"):
         load_profile_file(tmp_path / "missing.toml")
+
+
+def test_text_fitting_keys(tmp_path: Path) -> None:
+    """``[text] narrow_font`` (TSPL: an ASCII font for long ASCII values) and
+    ``min_width_mm`` (how far text may be condensed) are optional."""
+    base = GOOD.format(name="test-printer")
+    plain = load_profile_file(_write(tmp_path, base))
+    assert plain.text.narrow_font is None and plain.text.min_width_mm is None
+    extra = 'max_width_mm = 20\nnarrow_font = "1"\nmin_width_mm = 2.2'
+    profile = load_profile_file(_write(tmp_path, base.replace("max_width_mm = 20", extra, 1)))
+    assert (profile.text.narrow_font, profile.text.min_width_mm) == ("1", 2.2)
+    zpl = base.replace('language = "tspl"', 'language = "zpl"').replace(
+        "max_width_mm = 20", 'max_width_mm = 20\nnarrow_font = "1"', 1
+    )
+    with pytest.raises(ProfileError, match=r"text\.narrow_font: only for TSPL profiles"):
+        load_profile_file(_write(tmp_path, zpl))
+
+
+def test_thermal_tspl_profiles_name_their_narrow_font() -> None:
+    for profile in list_profiles():
+        if profile.language == "tspl":
+            assert profile.text.narrow_font == "1", profile.name

@@ -27,6 +27,7 @@ from trace.crypto.keyring import Keyring
 from trace.labels.content import (
     LabelChunk,
     LabelContent,
+    LabelLine,
     LayoutError,
     clean_text,
     compute_layout,
@@ -50,6 +51,16 @@ CONTENT = LabelContent(
         ("batch", "HN-2026-001"),
         ("producer", "华宁县柑桔专业合作社"),
         ("harvest_date", "2026-11-20"),
+    ],
+)
+# As services.labels.label_content() builds it for the demo batch: captions that give way
+# first, a batch number that only fits narrowed, a producer name that needs an ellipsis.
+DEMO_CONTENT = LabelContent(
+    lines=[
+        LabelLine("product", "", PRODUCT),
+        LabelLine("batch_no", "批次", "HN-GJ-2026-11-001"),
+        LabelLine("producer", "", "华宁县盘溪柑桔专业合作社"),
+        LabelLine("harvest_date", "采收", "2026-11-02"),
     ],
 )
 
@@ -467,7 +478,7 @@ def test_writers_stream_chunk_by_chunk(fmt: str, profile: str) -> None:
     [("zpl", "zpl-203dpi-40x30", "sample.zpl"), ("tspl", "tspl-203dpi-40x30", "sample.tspl")],
 )
 def test_golden(fmt: str, profile: str, name: str) -> None:
-    data = run(fmt, profile, 3)
+    data = run(fmt, profile, 3, DEMO_CONTENT)
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.parent.mkdir(exist_ok=True)

@@ -5,18 +5,38 @@ chooses the fields); ``LabelChunk`` carries the per-label values (serials, code 
 payload) for a slice of the run as numpy arrays; ``compute_layout`` resolves a profile
 and a content into concrete positions (millimetres from the label's top-left corner)
 that every writer renders in its own unit.
+
+Fitting a line that is too long for the text column (``compute_layout``), in the order
+that loses least -- a clerk, a shop and a regulator must be able to read the batch number
+and the harvest date off a 40 x 30 mm label:
+
+1. as is: ``"批次 HN-GJ-2026-11-001"``;
+2. without the caption: ``"HN-GJ-2026-11-001"``;
+3. narrower glyphs where the output can scale them: ZPL ``^A@`` with a smaller width, PDF
+   and PNG horizontally condensed, never narrower than the profile's minimum (below). TSPL
+   cannot scale its BF2 Chinese fonts; for an ASCII-only value a TSPL profile may name a
+   built-in ASCII ``narrow_font`` (font "1": 8 dots per character instead of 12);
+4. wrapped onto following lines, if the profile has lines to spare;
+5. only then an ellipsis: at the end for names, in the MIDDLE for identifiers (batch
+   numbers), keeping the head and the distinctive tail -- ``"HN-GJ-…11-001"``.
+
+Minimum glyph width (step 3): a full-width (CJK) character cell of ``MIN_EM_MM`` = 2.0 mm,
+i.e. Latin characters 1.0 mm wide -- 8 dots at 203 dpi, as narrow as TSPL's smallest
+built-in font and still legible from a thermal print head -- and never below
+``MIN_ASPECT`` (60 %) of the glyph height. A profile may set ``[text] min_width_mm``.
 """
 
 from __future__ import annotations
 
+import math
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from trace.labels.profiles import PrinterProfile
+from trace.labels.profiles import TSPL_FONT_CELLS, PrinterProfile
 
 if TYPE_CHECKING:  # pragma: no cover
     from trace.crypto.keyring import Keyring
@@ -26,6 +46,7 @@ __all__ = [
     "CodeLine",
     "LabelChunk",
     "LabelContent",
+    "LabelLine",
     "Layout",
     "LayoutError",
     "QrPlacement",
@@ -34,8 +55,10 @@ __all__ = [
     "clean_text",
     "compute_layout",
     "display_width",
+    "fit_text",
     "iter_chunks",
     "make_chunk",
+    "middle_ellipsis",
     "qr_placement",
 ]
 
@@ -45,24 +68,56 @@ DEFAULT_CHUNK = 4096  # labels per chunk: ~1 MB of ZPL/TSPL, a few MB of raster 
 # CJK faces used here put the ideographic em box ~0.88 em above the baseline.
 BASELINE_RATIO = 0.86
 ELLIPSIS = "…"
+ASCII_ELLIPSIS = ".."  # TSPL's ASCII fonts have no "…"
+
+MIN_EM_MM = 2.0  # narrowest full-width cell when condensing (Latin: 1.0 mm); see above
+MIN_ASPECT = 0.6  # ... and never narrower than this fraction of the glyph height
+
+#: Fields whose value identifies something: never cut at the end (the tail is what
+#: tells two batches apart), shortened in the middle if at all.
+IDENTIFIER_KEYS = frozenset({"batch_no", "batch", "lot", "gtin"})
 
 
 class LayoutError(ValueError):
     """The content does not fit the profile (too many lines, QR too large, ...)."""
 
 
+class LabelLine(NamedTuple):
+    """One field of the label: ``("batch_no", "批次", "HN-GJ-2026-11-001")``.
+
+    The caption is printed before the value when there is room and dropped first when
+    there is not; ``""`` for fields that need none (a product name).
+    """
+
+    key: str
+    caption: str
+    value: str
+
+
 @dataclass(frozen=True)
 class LabelContent:
     """Text that is the same on every label of a run.
 
-    ``lines`` are ``(field key, display text)`` pairs, e.g. ``("product", "华宁柑桔")``,
-    printed one per line in this order below the optional ``title``.
+    ``lines`` are :class:`LabelLine` ``(key, caption, value)`` triples, printed one per
+    line in this order below the optional ``title``. A ``(key, text)`` pair is a line
+    without a caption.
     """
 
-    lines: list[tuple[str, str]]
+    lines: Sequence[LabelLine | tuple[str, str, str] | tuple[str, str]]
     show_code_text: bool = True
     show_serial: bool = True
     title: str | None = None
+
+    def fields(self) -> list[LabelLine]:
+        """``lines`` as :class:`LabelLine` triples, cleaned for printing."""
+        out = []
+        for line in self.lines:
+            if len(line) == 2:
+                key, caption, value = line[0], "", line[1]
+            else:
+                key, caption, value = line[0], line[1], line[2]
+            out.append(LabelLine(key, clean_text(caption), clean_text(value)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -158,18 +213,76 @@ def display_width(text: str) -> float:
     return sum(_char_width(ch) for ch in text)
 
 
-def fit_text(text: str, max_em: float) -> str:
-    """``text`` cut (with an ellipsis) so its display width is at most ``max_em``."""
-    if display_width(text) <= max_em:
+def fit_text(text: str, max_em: float, ellipsis: str = ELLIPSIS) -> str:
+    """``text`` cut at the end (with an ellipsis) so its display width is at most ``max_em``."""
+    if display_width(text) <= max_em + 1e-9:
         return text
-    out, used = [], _char_width(ELLIPSIS)
-    for ch in text:
-        w = _char_width(ch)
-        if used + w > max_em:
+    return _prefix(text, max_em - display_width(ellipsis)).rstrip() + ellipsis
+
+
+def _prefix(text: str, max_em: float) -> str:
+    """The longest start of ``text`` at most ``max_em`` wide."""
+    used = 0.0
+    for i, ch in enumerate(text):
+        used += _char_width(ch)
+        if used > max_em + 1e-9:
+            return text[:i]
+    return text
+
+
+_SEPARATORS = frozenset("-_/.: ·、，,")
+
+
+def middle_ellipsis(text: str, max_em: float, ellipsis: str = ELLIPSIS) -> str:
+    """``text`` shortened in the middle so it is at most ``max_em`` wide.
+
+    For identifiers: the head says whose it is, the tail which one (``HN-GJ-2026-11-001``
+    -> ``HN-GJ-…11-001``). The tail gets up to 60 % of the room and starts right after a
+    separator when one allows a tail of at least a third of the room; the head takes the
+    rest.
+    """
+    if display_width(text) <= max_em + 1e-9:
+        return text
+    room = max_em - display_width(ellipsis)
+    if room <= 0:
+        return _prefix(text, max_em)
+    tail_max = room * 0.6
+    tail = ""
+    for i in range(1, len(text)):  # suffixes starting after a separator, longest first
+        after_separator = text[i - 1] in _SEPARATORS and text[i] not in _SEPARATORS
+        if after_separator and display_width(text[i:]) <= tail_max + 1e-9:
+            tail = text[i:]
             break
-        out.append(ch)
-        used += w
-    return "".join(out) + ELLIPSIS
+    if display_width(tail) < room / 3:
+        used, start = 0.0, len(text)
+        while start > 0 and used + _char_width(text[start - 1]) <= room / 2 + 1e-9:
+            start -= 1
+            used += _char_width(text[start])
+        tail = text[start:]
+    head = _prefix(text, room - display_width(tail))
+    # "HN-GJ…" rather than "HN-GJ-…": the ellipsis already marks the join.
+    return head.rstrip("".join(_SEPARATORS)) + ellipsis + tail
+
+
+def _wrap(text: str, max_em: float) -> list[str]:
+    """``text`` broken into pieces at most ``max_em`` wide; Latin runs break after a
+    separator (``-``, ``/``, space ...) when one is in the piece, CJK between any two
+    characters."""
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        piece = _prefix(rest, max_em)
+        if not piece:  # a single character wider than the column
+            return []
+        if len(piece) < len(rest):
+            nxt = rest[len(piece)]
+            if piece[-1].isascii() and piece[-1].isalnum() and nxt.isascii() and nxt.isalnum():
+                cut = max((i + 1 for i, ch in enumerate(piece) if ch in _SEPARATORS), default=0)
+                if cut > 0:
+                    piece = piece[:cut]
+        pieces.append(piece.rstrip())
+        rest = rest[len(piece) :].lstrip()
+    return pieces
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -177,7 +290,13 @@ def fit_text(text: str, max_em: float) -> str:
 
 @dataclass(frozen=True)
 class TextLine:
-    """A static line; ``y_mm`` is the top of its line box."""
+    """A static line; ``y_mm`` is the top of its line box.
+
+    ``width_mm`` is the full-width (CJK) character cell: ``size_mm`` when set as designed,
+    less when condensed; Latin characters take half of it. ``key`` is the field the line
+    shows and ``fit`` how it was fitted: ``as-is``, ``no-caption``, ``narrow``, ``wrap``
+    or ``ellipsis``.
+    """
 
     text: str
     x_mm: float
@@ -186,6 +305,8 @@ class TextLine:
     width_mm: float
     font: str
     is_title: bool = False
+    key: str = ""
+    fit: str = "as-is"
 
 
 @dataclass(frozen=True)
@@ -219,29 +340,157 @@ class Layout:
     serial: SerialLine | None
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """How one field is printed: one or more line texts in one font and cell width."""
+
+    texts: tuple[str, ...]
+    width_mm: float
+    font: str
+    fit: str
+
+
+class _Fitter:
+    """The profile's text column and what its output can do to fit a line (per run)."""
+
+    def __init__(self, profile: PrinterProfile, size_mm: float):
+        spec = profile.text
+        self.dpi = profile.dpi
+        self.max_mm = spec.max_width_mm
+        self.font = spec.font
+        self.em_mm = spec.width_mm or size_mm
+        # TSPL's BF2 fonts scale by whole multipliers only; every other output (ZPL ^A@,
+        # PDF, PNG) can draw the same font narrower.
+        self.min_em_mm: float | None = None
+        if profile.language != "tspl":
+            least = spec.min_width_mm or max(MIN_EM_MM, MIN_ASPECT * size_mm)
+            dots = math.ceil(least * self.dpi / 25.4 - 1e-6)  # whole dots, not below
+            self.min_em_mm = min(self.em_mm, dots * 25.4 / self.dpi)
+        self.narrow: tuple[str, float] | None = None
+        if profile.language == "tspl" and spec.narrow_font in TSPL_FONT_CELLS:
+            cell_w = TSPL_FONT_CELLS[spec.narrow_font][0]
+            # A Latin character is half a full-width cell.
+            self.narrow = (spec.narrow_font, 2 * cell_w * 25.4 / self.dpi)
+
+    def _floor(self, mm: float) -> float:
+        """``mm`` rounded down to whole dots, so a printer rounding it cannot overflow."""
+        return math.floor(mm * self.dpi / 25.4 + 1e-6) * 25.4 / self.dpi
+
+    def fits(self, text: str, em_mm: float) -> bool:
+        return display_width(text) * em_mm <= self.max_mm + 1e-6
+
+    def condensed(self, text: str) -> float | None:
+        """The widest cell (<= nominal) at which ``text`` fits, if not below the minimum."""
+        if self.min_em_mm is None or not text:
+            return None
+        em = min(self.em_mm, self._floor(self.max_mm / display_width(text)))
+        return em if em >= self.min_em_mm - 1e-6 else None
+
+    def single(self, line: LabelLine) -> _Setting | None:
+        """Steps 1-3: the field on one line, or None."""
+        full = f"{line.caption} {line.value}" if line.caption else line.value
+        if self.fits(full, self.em_mm):
+            return _Setting((full,), self.em_mm, self.font, "as-is")
+        if line.caption and self.fits(line.value, self.em_mm):
+            return _Setting((line.value,), self.em_mm, self.font, "no-caption")
+        em = self.condensed(line.value)
+        if em is not None:
+            return _Setting((line.value,), em, self.font, "narrow")
+        if self.narrow and line.value.isascii() and self.fits(line.value, self.narrow[1]):
+            return _Setting((line.value,), self.narrow[1], self.narrow[0], "narrow")
+        return None
+
+    def wrapped(self, line: LabelLine, max_lines: int) -> _Setting | None:
+        """Step 4: the value on 2..``max_lines`` lines at the designed width, or None.
+
+        A name that needs even more lines is cut at the end of the last one; an
+        identifier is never split that way (it gets a middle ellipsis instead).
+        """
+        if max_lines < 2:
+            return None
+        pieces = _wrap(line.value, self.max_mm / self.em_mm)
+        if not pieces:
+            return None
+        if len(pieces) > max_lines:
+            if line.key in IDENTIFIER_KEYS:
+                return None
+            last = " ".join(pieces[max_lines - 1 :])
+            pieces = [*pieces[: max_lines - 1], fit_text(last, self.max_mm / self.em_mm)]
+            return _Setting(tuple(pieces), self.em_mm, self.font, "wrap+ellipsis")
+        return _Setting(tuple(pieces), self.em_mm, self.font, "wrap")
+
+    def ellipsis(self, line: LabelLine) -> _Setting:
+        """Step 5: shortened as narrow as allowed, then widened back as far as it fits."""
+        cut = middle_ellipsis if line.key in IDENTIFIER_KEYS else fit_text
+        if self.narrow and line.value.isascii():
+            font, em = self.narrow
+            text = cut(line.value, self.max_mm / em, ASCII_ELLIPSIS)
+            return _Setting((text,), em, font, "ellipsis")
+        em = self.min_em_mm or self.em_mm
+        text = cut(line.value, self.max_mm / em)
+        em = self.condensed(text) or em
+        return _Setting((text,), em, self.font, "ellipsis")
+
+
 def compute_layout(profile: PrinterProfile, content: LabelContent, code_length: int = 27) -> Layout:
-    """Resolve ``content`` into positions on ``profile``'s label. Raises ``LayoutError``."""
+    """Resolve ``content`` into positions on ``profile``'s label. Raises ``LayoutError``.
+
+    Each field is fitted to the text column in the order of the module docstring; wrapping
+    uses the lines the profile has to spare, identifiers (batch numbers) first.
+    """
     spec = profile.text
-    texts: list[tuple[str, bool]] = []
+    fields: list[tuple[LabelLine, bool]] = []
     if content.title:
-        texts.append((clean_text(content.title), True))
-    texts.extend((clean_text(text), False) for _key, text in content.lines)
-    texts = [(t, is_title) for t, is_title in texts if t]
-    if len(texts) > spec.max_lines:
+        fields.append((LabelLine("title", "", clean_text(content.title)), True))
+    fields.extend((line, False) for line in content.fields())
+    fields = [(line, is_title) for line, is_title in fields if line.value]
+    if len(fields) > spec.max_lines:
         raise LayoutError(
             f"printer profile {profile.name!r} shows at most {spec.max_lines} text lines, "
-            f"this label has {len(texts)}; choose fewer fields"
+            f"this label has {len(fields)}; choose fewer fields"
         )
+
+    def size_of(is_title: bool) -> float:
+        return spec.title_size_mm if (is_title and spec.title_size_mm) else spec.size_mm
+
+    fitters = {size: _Fitter(profile, size) for size in {size_of(t) for _, t in fields}}
+    settings: list[_Setting | None] = [
+        fitters[size_of(is_title)].single(line) for line, is_title in fields
+    ]
+    spare = spec.max_lines - len(fields)
+    pending = [i for i, s in enumerate(settings) if s is None]
+    pending.sort(key=lambda i: fields[i][0].key not in IDENTIFIER_KEYS)
+    for i in pending:
+        line, is_title = fields[i]
+        fitter = fitters[size_of(is_title)]
+        setting = fitter.wrapped(line, 1 + spare)
+        if setting is None:
+            setting = fitter.ellipsis(line)
+        spare -= len(setting.texts) - 1
+        settings[i] = setting
+
     lines: list[TextLine] = []
     y = spec.y_mm
-    for text, is_title in texts:
-        size = spec.title_size_mm if (is_title and spec.title_size_mm) else spec.size_mm
-        width = spec.width_mm or size
-        fitted = fit_text(text, spec.max_width_mm / width)
-        if y + size > profile.label.height_mm + 1e-6:
-            raise LayoutError(f"text line {text!r} falls below the label of {profile.name!r}")
-        lines.append(TextLine(fitted, spec.x_mm, y, size, width, spec.font, is_title))
-        y += spec.line_height_mm + (size - spec.size_mm)
+    for (line, is_title), setting in zip(fields, settings, strict=True):
+        assert setting is not None
+        size = size_of(is_title)
+        for text in setting.texts:
+            if y + size > profile.label.height_mm + 1e-6:
+                raise LayoutError(f"text line {text!r} falls below the label of {profile.name!r}")
+            lines.append(
+                TextLine(
+                    text,
+                    spec.x_mm,
+                    y,
+                    size,
+                    setting.width_mm,
+                    setting.font,
+                    is_title,
+                    line.key,
+                    setting.fit,
+                )
+            )
+            y += spec.line_height_mm + (size - spec.size_mm)
 
     code_lines: list[CodeLine] = []
     if content.show_code_text:

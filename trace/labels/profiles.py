@@ -23,6 +23,7 @@ __all__ = [
     "FORMATS",
     "LANGUAGES",
     "PRINTER_PROFILES_DIR",
+    "TSPL_FONT_CELLS",
     "CodeTextSpec",
     "LabelStock",
     "PrinterProfile",
@@ -58,6 +59,25 @@ _DEFAULT_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 _NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+# Native cell (width, height) in dots of the TSPL built-in fonts (TSPL programming manual,
+# TEXT command: "1" 8 x 12, "2" 12 x 20, "3" 16 x 24, "4" 24 x 32, "5" 32 x 48 dots; the
+# BF2 Chinese fonts take 24 x 24 per ideograph, 12 x 24 per ASCII character). TSPL scales
+# them only by whole multipliers 1..10. Fonts "1".."8" carry ASCII only.
+TSPL_FONT_CELLS: dict[str, tuple[int, int]] = {
+    "1": (8, 12),
+    "2": (12, 20),
+    "3": (16, 24),
+    "4": (24, 32),
+    "5": (32, 48),
+    "6": (14, 19),
+    "7": (21, 27),
+    "8": (14, 25),
+    "TSS16.BF2": (16, 16),
+    "TSS24.BF2": (24, 24),
+    "TST24.BF2": (24, 24),
+}
+TSPL_ASCII_FONTS = ("1", "2", "3", "4", "5", "6", "7", "8")
 
 
 class ProfileError(ValueError):
@@ -114,8 +134,14 @@ class TextSpec:
     width_mm: float | None  # character cell width (ZPL ^A w); None: = size_mm
     line_height_mm: float
     max_lines: int
-    max_width_mm: float  # longer lines are cut with an ellipsis
+    max_width_mm: float  # longer lines are fitted (content.compute_layout), at worst cut
     title_size_mm: float | None
+    # The narrowest full-width character cell the text may be condensed to (ZPL ^A@
+    # width, PDF/PNG horizontal scaling); None: content.MIN_EM_MM / MIN_ASPECT.
+    min_width_mm: float | None = None
+    # TSPL only (its BF2 fonts cannot be condensed): a built-in ASCII font for values that
+    # are ASCII only (batch numbers, dates) and do not fit in the text font, e.g. "1".
+    narrow_font: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +257,14 @@ class _TextSchema(_FontSchema):
     max_lines = fields.Integer(required=True, validate=validate.Range(min=0, max=20))
     max_width_mm = _mm_field(positive=True)
     title_size_mm = _mm_field(required=False, positive=True)
+    min_width_mm = _mm_field(required=False, positive=True)
+    narrow_font = fields.String(load_default=None, validate=validate.OneOf(TSPL_ASCII_FONTS))
+
+    @validates_schema
+    def _widths(self, data: Mapping[str, Any], **_: Any) -> None:
+        size, least = data.get("size_mm"), data.get("min_width_mm")
+        if size is not None and least is not None and least > (data.get("width_mm") or size):
+            raise ValidationError("must not exceed the character width", "min_width_mm")
 
 
 class _CodeTextSchema(_FontSchema):
@@ -299,6 +333,12 @@ class _ProfileSchema(_Strict):
                 raise ValidationError("pitch_x_mm is smaller than the label width", "sheet")
             if sheet["pitch_y_mm"] + 1e-6 < label["height_mm"]:
                 raise ValidationError("pitch_y_mm is smaller than the label height", "sheet")
+        text = data.get("text")
+        if text and text.get("narrow_font") and language != "tspl":
+            raise ValidationError(
+                {"narrow_font": ["only for TSPL profiles (other outputs condense the font)"]},
+                "text",
+            )
         if label:
             for part in ("qr", "text", "code_text", "serial"):
                 spec = data.get(part)

@@ -22,7 +22,7 @@ from trace.crypto.codes import mint
 from trace.crypto.keyring import Keyring
 from trace.db import utcnow
 from trace.errors import Conflict, NotFound, UpstreamUnavailable, ValidationFailed
-from trace.labels.content import LabelChunk, LabelContent, iter_chunks
+from trace.labels.content import LabelChunk, LabelContent, LabelLine, iter_chunks
 from trace.labels.profiles import PrinterProfile, ProfileError, load_profile
 from trace.labels.writers import FORMATS, write_labels
 from trace.models import Batch, CodeState, Enterprise, LabelRun, LabelVoid
@@ -273,15 +273,17 @@ def label_content(batch: Batch, template: dict[str, Any]) -> LabelContent:
     origin = ""
     if site is not None:
         origin = regions.full_name(site.region_code) + (site.township or "")
+    # (caption, value): the layout prints the caption when there is room and drops it
+    # first when there is not (content.compute_layout), so it is never pre-joined here.
     values = {
-        "product": batch.product.name,
-        "batch_no": f"批次 {batch.batch_no}",
-        "producer": batch.enterprise.name,
-        "harvest_date": f"采收 {batch.harvest_date.isoformat()}" if batch.harvest_date else "",
-        "origin": f"产地 {origin}" if origin else "",
-        "grade": f"等级 {batch.grade}" if batch.grade else "",
+        "product": ("", batch.product.name),
+        "batch_no": ("批次", batch.batch_no),
+        "producer": ("", batch.enterprise.name),
+        "harvest_date": ("采收", batch.harvest_date.isoformat() if batch.harvest_date else ""),
+        "origin": ("产地", origin),
+        "grade": ("等级", batch.grade or ""),
     }
-    lines = [(key, values[key]) for key in chosen if values.get(key)]
+    lines = [LabelLine(key, *values[key]) for key in chosen if key in values and values[key][1]]
     return LabelContent(
         lines=lines, show_code_text="code_text" in chosen, show_serial="serial" in chosen
     )

@@ -166,10 +166,15 @@ def _form_content(layout: Layout, fonts: _Fonts) -> bytes:
         size = line.size_mm * PT_PER_MM
         x = line.x_mm * PT_PER_MM
         y = (label_h - line.y_mm - line.size_mm * BASELINE_RATIO) * PT_PER_MM
+        # A condensed line (content.compute_layout) is drawn with horizontal scaling; Tz is
+        # graphics state and outlives ET, so it is set back for the next line.
+        scale = 100 * line.width_mm / line.size_mm
+        condensed = abs(scale - 100) > 0.05
         ops.append(
-            f"BT /F1 {_n(size)} Tf {_n(x)} {_n(y)} Td ".encode()
+            f"BT /F1 {_n(size)} Tf {_n(scale) + ' Tz ' if condensed else ''}"
+            f"{_n(x)} {_n(y)} Td ".encode()
             + fonts.static_text(line.text)
-            + b" Tj ET\n"
+            + (b" Tj 100 Tz ET\n" if condensed else b" Tj ET\n")
         )
     return b"".join(ops)
 

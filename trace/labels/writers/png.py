@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from trace.labels.content import (
     BASELINE_RATIO,
@@ -160,6 +160,24 @@ class _TextField:
             _or_packed(rows, self.y, px // 8, self._table(px % 8)[codes[:, i]])
 
 
+def _draw_condensed(
+    img: Image.Image, at: tuple[int, int], text: str, font: ImageFont.FreeTypeFont, scale: float
+) -> None:
+    """``text`` with its baseline start at ``at``, squeezed horizontally by ``scale``.
+
+    Pillow has no horizontal scaling for a font, so the line is drawn at full width on its
+    own canvas, resampled to the narrower width (once per run) and darkened onto ``img``.
+    """
+    left, top, right, bottom = (round(v) for v in font.getbbox(text, anchor="ls"))
+    width, height = max(1, right - min(0, left)), max(1, bottom - top)
+    line = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(line).text((-min(0, left), -top), text, font=font, fill=0, anchor="ls")
+    narrow = line.resize((max(1, round(width * scale)), height), Image.Resampling.LANCZOS)
+    x, y = at[0] + round(min(0, left) * scale), at[1] + top
+    box = (x, y, x + narrow.width, y + narrow.height)
+    img.paste(ImageChops.darker(img.crop(box), narrow), box)
+
+
 class _Renderer:
     """Everything about the label's pixels that does not change from label to label."""
 
@@ -177,10 +195,13 @@ class _Renderer:
         draw = ImageDraw.Draw(img)
         for line in layout.text:
             size = _px(line.size_mm, dpi)
-            base = _px(line.y_mm, dpi) + round(size * BASELINE_RATIO)
-            draw.text(
-                (_px(line.x_mm, dpi), base), line.text, font=_font(ref, size), fill=0, anchor="ls"
-            )
+            x, base = _px(line.x_mm, dpi), _px(line.y_mm, dpi) + round(size * BASELINE_RATIO)
+            if abs(line.width_mm - line.size_mm) < 1e-6:
+                draw.text((x, base), line.text, font=_font(ref, size), fill=0, anchor="ls")
+            else:
+                _draw_condensed(
+                    img, (x, base), line.text, _font(ref, size), line.width_mm / line.size_mm
+                )
         serial_x = 0
         if layout.serial is not None:  # the prefix is static; the digits are drawn after it
             s = layout.serial

@@ -8,6 +8,8 @@ The whole stream is GB18030 bytes (ASCII for commands; the built-in Chinese font
     QRCODE 20,20,M,4,A,0,M2,"HTTPS://…/Q/<CODE>"    x, y, ECC, cell width, auto mode,
                                                     rotation, model 2, "content"
     TEXT 148,20,"TSS24.BF2",0,1,1,"华宁柑桔"        x, y, font, rotation, x/y multiplier
+    TEXT 148,49,"1",0,1,2,"HN-GJ-2026-11-001"      an ASCII value too long for TSS24.BF2:
+                                                    the profile's narrow_font, 8 x 24 dots
     TEXT 20,148,"2",0,1,1,"<code chars>"
     TEXT 20,200,"2",0,1,1,"No.<serial>"
     PRINT 1,1
@@ -28,7 +30,7 @@ from trace.labels.content import (
     qr_placement,
     qr_version,
 )
-from trace.labels.profiles import PrinterProfile
+from trace.labels.profiles import TSPL_FONT_CELLS, PrinterProfile
 from trace.labels.writers.base import (
     RecordTemplate,
     ascii_matrix,
@@ -44,19 +46,7 @@ FORBIDDEN = b'"\r\n'
 
 # Native cell size (width, height) in dots of TSPL built-in fonts, to derive the
 # multipliers from the profile's size in mm. Unknown fonts print at multiplier 1.
-FONT_CELLS: dict[str, tuple[int, int]] = {
-    "1": (8, 12),
-    "2": (12, 20),
-    "3": (16, 24),
-    "4": (24, 32),
-    "5": (32, 48),
-    "6": (14, 19),
-    "7": (21, 27),
-    "8": (14, 25),
-    "TSS16.BF2": (16, 16),
-    "TSS24.BF2": (24, 24),
-    "TST24.BF2": (24, 24),
-}
+FONT_CELLS = TSPL_FONT_CELLS
 
 
 def _num(value: float) -> str:
@@ -110,8 +100,10 @@ def build_template(
 ) -> RecordTemplate:
     parts: list[bytes | str] = [b"CLS\r\n", *qr_parts]
     for line in layout.text:
+        # line.width_mm is a full-width cell; an ASCII font's cell is a Latin character.
+        latin = None if line.width_mm >= line.size_mm - 1e-6 else line.width_mm / 2
         parts += [
-            _text_cmd(profile, line.x_mm, line.y_mm, line.font, line.size_mm, None),
+            _text_cmd(profile, line.x_mm, line.y_mm, line.font, line.size_mm, latin),
             tspl_text(line.text),
             b"\r\n",
         ]
