@@ -292,6 +292,31 @@ def test_regulator_cannot_widen_its_jurisdiction(
     assert client.get("/api/v1/analytics/scans/series").status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"to": "0001-11-01"}, "to"),  # the default start, 11 months earlier, is before year 1
+        ({"to": "9999-12-31"}, "to"),  # the day after, as a bound, is past year 9999
+        ({"from": "0001-01-01", "to": "0001-01-05"}, "from"),
+        ({"from": "9999-12-30", "to": "9999-12-31"}, "from"),
+    ],
+)
+def test_dates_out_of_range_are_named_not_500(
+    client: FlaskClient, world: dict[str, Any], query: dict[str, str], field: str
+) -> None:
+    for user in ("huaning-regulator", "huaning-coop"):
+        token = world["tokens"][user]
+        for path in ("scans/series", "scans/rate", "farming", "summary"):
+            r = client.get(
+                f"/api/v1/analytics/{path}",
+                query_string={**query, "format": "csv"},
+                headers=bearer(token),
+            )
+            assert r.status_code == 422, (path, query, r.get_data(as_text=True)[:300])
+            assert r.mimetype == "application/problem+json"
+            assert field in [e["field"] for e in r.json["errors"]]
+
+
 def test_enterprise_sees_its_codes_wherever_scanned(
     client: FlaskClient, world: dict[str, Any]
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.factories import (
     BACKENDS,
     HUANING,
+    HUANING_REG,
     PROBLEM_JSON,
     World,
     assert_problem,
@@ -509,4 +510,34 @@ def test_huge_ids_in_writes(world: World) -> None:
     ):
         r = world.client.open(url, method=method, json=body, headers=headers)
         assert_problem(r, 404)
+    assert world.counts() == before
+
+
+def _id_routes(world: World) -> list[tuple[str, str]]:
+    """(method, url) of every API route with an integer in its path, the integer(s) huge."""
+    out = []
+    for rule in world.app.url_map.iter_rules():
+        # Ids are the <int:..._id> arguments; /resolve/<path:code> takes text.
+        if not rule.rule.startswith("/api/v1/") or not rule.arguments:
+            continue
+        if not all(name.endswith("_id") for name in rule.arguments):
+            continue
+        values = {name: 2**63 for name in rule.arguments}
+        url = world.app.url_map.bind("localhost").build(rule.endpoint, values)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            out.append((method, url))
+    return out
+
+
+def test_every_id_route_answers_a_huge_id_with_a_problem(world: World) -> None:
+    """Walks the URL map, so a route added later is covered: alerts and devices once bound
+    a 64-bit id into the query and answered 500 (OverflowError on SQLite)."""
+    routes = _id_routes(world)
+    assert any("/alerts/" in url for _m, url in routes)
+    before = world.counts()
+    for user in (HUANING, HUANING_REG, ADMIN):
+        for method, url in routes:
+            r = world.client.open(url, method=method, json={}, headers=world.headers(user))
+            assert 400 <= r.status_code < 500, (user, method, url, r.get_data(as_text=True)[:300])
+            assert r.mimetype == PROBLEM_JSON, (method, url)
     assert world.counts() == before

@@ -38,6 +38,7 @@ from trace.services import audit
 from trace.services import events as event_service
 from trace.services.actors import Actor
 from trace.services.rollups import CST, day_bounds, today_cst
+from trace.services.scope import is_storable_id
 
 KINDS = ("phi_violation", "failed_inspection", "suspicious_cluster", "counterfeit_burst")
 SUSPICIOUS_CLUSTER_MIN = 5
@@ -349,6 +350,8 @@ def count_open(session: Session, actor: Actor, region: str | None = None) -> int
 
 
 def get_alert(session: Session, actor: Actor, alert_id: int) -> Alert:
+    if not is_storable_id(alert_id):  # from a URL: binding it would overflow the driver
+        raise NotFound(f"Alert {alert_id} not found.")
     stmt = select(Alert).where(Alert.id == alert_id)
     visible = _visible(actor)
     if visible is not None:

@@ -86,6 +86,9 @@ FARMING_TYPES = (
 #: Longest date range a query may span.
 MAX_RANGE_DAYS = 366 * 5
 DEFAULT_MONTHS = 12
+#: Dates a query may name. Near year 1 or 9999 the China-time day bounds and the default
+#: start (months before 'to') fall outside what `date` holds.
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2199, 12, 31)
 MAX_LIST_ROWS = 10_000
 
 #: (zh, en) names of event types, for tables and charts.
@@ -211,9 +214,14 @@ def add_months(day: date, months: int) -> date:
 
 def date_range(first: date | None = None, last: date | None = None) -> DateRange:
     """Inclusive China-time dates; by default the current month and the eleven before."""
+    problems: dict[str, list[str]] = {}
+    for name, day in (("from", first), ("to", last)):
+        if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY:
+            problems[name] = [f"Must be between {EARLIEST_DAY} and {LATEST_DAY}."]
+    if problems:
+        raise ValidationFailed("Invalid date range.", fields=problems)
     last = last or today_cst()
     first = first or add_months(first_of_month(last), 1 - DEFAULT_MONTHS)
-    problems: dict[str, list[str]] = {}
     if first > last:
         problems["from"] = ["Must not be after 'to'."]
     elif (last - first).days >= MAX_RANGE_DAYS:

@@ -25,6 +25,7 @@ from trace.models.enums import DeviceKind
 from trace.regions import lookup as regions
 from trace.services import audit, auth
 from trace.services.actors import Actor
+from trace.services.scope import is_storable_id
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ def list_devices(session: Session, actor: Actor) -> list[Device]:
 
 
 def get_device(session: Session, actor: Actor, device_id: int) -> Device:
+    if not is_storable_id(device_id):  # from a URL: binding it would overflow the driver
+        raise NotFound(f"Device {device_id} not found.")
     stmt = select(Device).where(Device.id == device_id)
     where = _visible(actor)
     if where is not None:
@@ -115,7 +118,7 @@ def get_device(session: Session, actor: Actor, device_id: int) -> Device:
 
 
 def _manageable(session: Session, actor: Actor, device_id: int) -> Device:
-    device = session.get(Device, device_id)
+    device = session.get(Device, device_id) if is_storable_id(device_id) else None
     if device is not None and (
         actor.is_platform_admin
         or (
