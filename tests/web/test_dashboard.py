@@ -203,3 +203,49 @@ def test_recall_from_the_page_and_its_report(
     recall = session.get(Recall, recall.id)
     assert recall is not None and recall.status == "closed" and recall.close_note == "已下架"
     assert session.get(Batch, batch.id).status == "recalled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%0d%0aSet-Cookie:%20x=1",  # CR LF cannot go into a Location header: once a 500
+        "/%09/evil.example",  # browsers drop the tab and read //evil.example
+        "/%5Cevil.example",  # and read a backslash as a slash
+        "//evil.example",
+        "https://evil.example/",
+    ],
+)
+def test_sign_in_never_redirects_off_site_or_500s(
+    client: FlaskClient, world: dict[str, Any], target: str
+) -> None:
+    r = client.post(
+        f"/login?next={target}",
+        data={"username": "huaning-regulator", "password": demo.DEMO_PASSWORD},
+    )
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    kept = client.post(
+        "/login?next=/dashboard%3Fregion%3D530424",
+        data={"username": "huaning-regulator", "password": demo.DEMO_PASSWORD},
+    )
+    assert kept.headers["Location"] == "/dashboard?region=530424"
+
+
+def test_bad_query_and_huge_ids_are_clean_errors(
+    client: FlaskClient, world: dict[str, Any], session: Session
+) -> None:
+    _login(client, "huaning-regulator")
+    # Years 1 and 9999 once overflowed the date arithmetic behind the page (500).
+    for query in ("?to=0001-01-01", "?to=9999-12-31", "?from=0001-01-01&to=0001-01-05"):
+        r = client.get("/dashboard" + query)
+        assert r.status_code == 400, (query, r.get_data(as_text=True)[:300])
+    for query in ("?from=2026-02-30", "?region=%00", "?region=5304242", "?granularity=%00"):
+        assert client.get("/dashboard" + query).status_code in (200, 400), query
+    token = CSRF.search(_page(client))
+    assert token
+    for action in ("acknowledge", "close"):  # a 64-bit alert id once overflowed (500)
+        r = client.post(
+            f"/dashboard/alerts/{2**63}/{action}", data={"csrf": token.group(1), "note": "x"}
+        )
+        assert r.status_code == 404, action
+    assert client.get(f"/dashboard/recalls/{2**63}").status_code == 404
+    assert client.get(f"/dashboard/batches/{2**63}/recall").status_code == 404

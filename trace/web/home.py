@@ -12,6 +12,18 @@ from trace.services import auth
 bp = Blueprint("home", __name__)
 
 
+def _local_path(target: str) -> bool:
+    """Only local paths: an open redirect would help phishing. Browsers read a backslash
+    as a slash ("/\\evil.example" leaves the site), and a control character (CR LF) cannot
+    go into a Location header at all."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)
+    )
+
+
 @bp.get("/")
 def index() -> str:
     return render_template("home.html")
@@ -31,8 +43,7 @@ def login() -> Response | str:
             session.clear()
             session["user_id"] = user.id
             target = request.args.get("next", "")
-            # Only local paths: an open redirect would help phishing.
-            if not target.startswith("/") or target.startswith("//"):
+            if not _local_path(target):
                 target = url_for("home.index")
             return redirect(target)
     return render_template("login.html", error=error)
