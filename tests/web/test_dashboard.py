@@ -257,3 +257,12 @@ def test_a_range_without_data_says_so(client: FlaskClient, world: dict[str, Any]
     html = _page(client, "?from=2020-01-01&to=2020-01-31")
     assert "暂无数据" in html
     assert "No data" in _page(client, "?from=2020-01-01&to=2020-01-31&lang=en")
+
+
+@pytest.mark.parametrize("username", ["huaning\x00regulator", "\x00", "x" * 10_000, "华宁"])
+def test_sign_in_form_with_odd_usernames_is_a_failed_sign_in(
+    client: FlaskClient, world: dict[str, Any], username: str
+) -> None:
+    # A NUL reached the query and PostgreSQL refused it: once a 500 from the form.
+    r = client.post("/login", data={"username": username, "password": demo.DEMO_PASSWORD})
+    assert r.status_code == 200 and 'role="alert"' in r.get_data(as_text=True)

@@ -75,8 +75,18 @@ def authenticate_token(session: Session, secret: str) -> User:
     return user
 
 
+def _storable(text: str) -> bool:
+    """No stored username has a NUL (PostgreSQL refuses it in a query) or a lone surrogate."""
+    return "\x00" not in text and not any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
 def authenticate_password(session: Session, username: str, password: str) -> User:
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    # A username no row can hold is unknown, not a query error (the sign-in form is unchecked).
+    user = (
+        session.scalars(select(User).where(User.username == username)).one_or_none()
+        if _storable(username)
+        else None
+    )
     # Hash even when the user is unknown so timing does not reveal which usernames exist.
     stored = user.password_hash if user else generate_password_hash("timing-equaliser")
     if not check_password_hash(stored, password) or user is None or not user.is_active:
