@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 # GB 32100-2015: 18 characters from this 31-character alphabet (no I, O, S, V, Z).
@@ -42,3 +43,26 @@ PESTICIDE_REGISTRATION = re.compile(r"(PD|PDN|WP|WL|LS)[0-9]{6,8}")
 
 def is_valid_pesticide_registration(number: str) -> bool:
     return bool(PESTICIDE_REGISTRATION.fullmatch(number))
+
+
+# A host name label (RFC 1123: letters, digits, inner hyphens; at most 63 characters), plus
+# the underscore that Windows-named printers carry and resolvers pass through.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def is_valid_host(host: str) -> bool:
+    """An IP address, or a host name a resolver can be asked about (IDN allowed).
+
+    Checked before connecting because the socket layer's IDNA encoder raises UnicodeError,
+    not a socket error, for names like "a..b" or a 64-character label."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_name.removesuffix(".").split(".")
+    return len(ascii_name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)

@@ -253,6 +253,20 @@ def test_send_to_network_printer_and_refusal(client: FlaskClient, demo: dict[str
     assert str(dead_port) in r.json["detail"]
 
 
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".local", "-printer", "bad host"])
+def test_print_to_a_malformed_host_is_422_naming_it(
+    client: FlaskClient, demo: dict[str, Any], host: str
+) -> None:
+    """A host like "a..b" once reached the socket, whose IDNA encoder raised (a 500)."""
+    token = demo["tokens"]["huaning-coop"]
+    run = _issue(client, token, count=3, format="tspl", profile="tspl-203dpi-40x30").json
+    r = client.post(
+        f"/api/v1/label-runs/{run['id']}/print", json={"host": host}, headers=bearer(token)
+    )
+    assert r.status_code == 422 and r.mimetype == "application/problem+json"
+    assert [e["field"] for e in r.json["errors"]] == ["host"]
+
+
 def test_cli_issue_and_failure_never_reuses_the_range(
     app: Flask,
     demo: dict[str, Any],

@@ -9,6 +9,7 @@ from trace.validation import (
     USCC_ALPHABET,
     gtin_check_digit,
     is_valid_gtin,
+    is_valid_host,
     is_valid_pesticide_registration,
     is_valid_uscc,
     uscc_check_char,
@@ -138,3 +139,20 @@ def test_pesticide_registration_numbers(number: str) -> None:
 )
 def test_malformed_pesticide_registration_numbers(number: str) -> None:
     assert not is_valid_pesticide_registration(number)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["192.168.1.50", "::1", "fe80::1%eth0", "zebra-01.local", "PRN_LAB2", "打印机.local", "Y"],
+)
+def test_printer_hosts(host: str) -> None:
+    assert is_valid_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a..b", ".", "", " printer", "-x", "x" * 64, "a/b", "a\x00b", "a b", "h" * 254],
+)
+def test_malformed_printer_hosts(host: str) -> None:
+    # "a..b" and the 64-character label made the socket's IDNA encoder raise (a 500).
+    assert not is_valid_host(host)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from trace.api.schemas.base import StrictSchema, id_field, length
 from trace.labels.writers import FORMATS
 from trace.models.enums import LabelLevel
+from trace.validation import is_valid_host
 
 
 class TemplateIn(StrictSchema):
@@ -57,8 +58,13 @@ class FileQuery(StrictSchema):
     copies = fields.Integer(load_default=1, metadata={"description": "Batch-level runs only"})
 
 
+def _host(value: str) -> None:
+    if not is_valid_host(value):
+        raise ValidationError("Not a host name or an IP address.")
+
+
 class PrintIn(StrictSchema):
-    host = fields.String(required=True, validate=length(253, 1))
+    host = fields.String(required=True, validate=[length(253, 1), _host])
     port = fields.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
     format = fields.String(validate=validate.OneOf(FORMATS))
     profile = fields.String(validate=length(80, 1))
