@@ -118,6 +118,26 @@ def test_duplicate_batch_number_is_a_conflict_naming_it(world: World) -> None:
     assert world.counts() == before
 
 
+def test_renaming_a_batch_to_a_taken_number_is_a_conflict(world: World) -> None:
+    # The unique constraint answered this one: a 500 (IntegrityError) before.
+    first, second = world.new_batch(), world.new_batch()
+    before = world.counts()
+    r = world.client.patch(
+        f"/api/v1/batches/{second['id']}",
+        json={"batch_no": first["batch_no"]},
+        headers=world.headers(HUANING),
+    )
+    assert_problem(r, 409, "batch_no")
+    assert world.counts() == before
+    assert world.get(HUANING, f"/api/v1/batches/{second['id']}")["batch_no"] == second["batch_no"]
+    same = world.client.patch(
+        f"/api/v1/batches/{second['id']}",
+        json={"batch_no": second["batch_no"]},
+        headers=world.headers(HUANING),
+    )
+    assert same.status_code == 200
+
+
 def test_bad_uscc_check_character(world: World) -> None:
     good = _uscc()
     wrong = good[:17] + ("0" if good[17] != "0" else "1")

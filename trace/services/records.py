@@ -125,15 +125,17 @@ def _check_references(session: Session, actor: Actor, data: dict[str, Any]) -> N
         raise ValidationFailed("Unknown references.", fields=errors)
 
 
+def _batch_no_taken(session: Session, enterprise_id: int, batch_no: str) -> bool:
+    stmt = select(func.count()).where(
+        Batch.enterprise_id == enterprise_id, Batch.batch_no == batch_no
+    )
+    return bool(session.scalar(stmt))
+
+
 def create_batch(session: Session, actor: Actor, data: dict[str, Any]) -> Batch:
     enterprise_id = actor.require_writer()
     _check_references(session, actor, data)
-    exists = session.scalar(
-        select(func.count()).where(
-            Batch.enterprise_id == enterprise_id, Batch.batch_no == data["batch_no"]
-        )
-    )
-    if exists:
+    if _batch_no_taken(session, enterprise_id, data["batch_no"]):
         raise Conflict(
             "Batch number already used.",
             fields={"batch_no": [f"{data['batch_no']} exists in your enterprise."]},
@@ -189,8 +191,23 @@ def update_batch(session: Session, actor: Actor, batch_id: int, changes: dict[st
             "Packing cannot come before harvest.",
             fields={"pack_date": [f"Before the harvest date {harvest.isoformat()}."]},
         )
+    new_no = changes.get("batch_no")
+    if (
+        new_no is not None
+        and new_no != batch.batch_no
+        and _batch_no_taken(session, batch.enterprise_id, new_no)
+    ):
+        raise Conflict(
+            "Batch number already used.",
+            fields={"batch_no": [f"{new_no} exists in your enterprise."]},
+        )
     _apply(batch, changes)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request took the same number
+        raise Conflict(
+            "Batch number already used.", fields={"batch_no": ["Already exists."]}
+        ) from exc
     if "harvest_date" in changes:  # without harvest events, the date decides the PHI check
         events.refresh_phi_flag(session, batch)
     audit.record(
