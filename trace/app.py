@@ -43,12 +43,21 @@ def _schema_name(schema: object) -> str:
     return name
 
 
-def _decimal_bounds(_converter: object, field: fields.Field, ret: dict[str, object]) -> dict:
-    """Decimal ranges as numbers: apispec writes them as the field serialises them, which for
-    our as-string decimals is a string, and `"minimum": "0.00"` is not valid OpenAPI."""
-    if not isinstance(field, fields.Decimal):
-        return {}
-    return {k: float(v) for k in ("minimum", "maximum") if isinstance(v := ret.get(k), str)}
+def _portable_schema(_converter: object, field: fields.Field, ret: dict[str, object]) -> dict:
+    """Make apispec's output valid OpenAPI 3.0 where our Python validators do not map 1:1.
+
+    * Decimal ranges: apispec writes bounds as the field serialises them, a string for our
+      as-string decimals, and `"minimum": "0.00"` is not valid.
+    * Patterns: ECMA-262 has no `\\Z`; ours end with it (Python's `$` also matches before a
+      final newline). Without the multiline flag ECMA's `$` means what `\\Z` means here.
+    """
+    fixed: dict[str, object] = {}
+    if isinstance(field, fields.Decimal):
+        fixed |= {k: float(v) for k in ("minimum", "maximum") if isinstance(v := ret.get(k), str)}
+    pattern = ret.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("\\Z"):
+        fixed["pattern"] = pattern[:-2] + "$"
+    return fixed
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -92,7 +101,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     api = Api(app, spec_kwargs={"marshmallow_plugin": plugin})
-    plugin.converter.add_attribute_function(_decimal_bounds)  # type: ignore[union-attr]
+    plugin.converter.add_attribute_function(_portable_schema)  # type: ignore[union-attr]
     from trace.api import register_blueprints
 
     register_blueprints(api)
