@@ -101,3 +101,22 @@ def test_platform_admin_registers_county_kiosk_and_regulators_list_by_region(
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json["errors"]} >= {"kind", "name", "region_code"}
     assert client.post("/api/v1/devices", json={}).status_code in (401, 422)
+
+
+def test_device_enterprise_id_out_of_range_is_named(client: FlaskClient, world: World) -> None:
+    """A 64-bit enterprise_id reached the lookup and overflowed the driver: once a 500."""
+    admin = world.demo["tokens"]["admin"]
+    for value in (10**30, 2**31, 0, -1, "1", 1.5):
+        r = client.post(
+            "/api/v1/devices",
+            json={"kind": "kiosk", "name": "x", "region_code": "530127", "enterprise_id": value},
+            headers=bearer(admin),
+        )
+        assert r.status_code == 422, (value, r.get_data(as_text=True)[:300])
+        assert [e["field"] for e in r.json["errors"]] == ["enterprise_id"]
+    for method, url in (
+        ("GET", "/api/v1/devices/2147483648"),
+        ("PATCH", f"/api/v1/devices/{10**30}"),
+    ):
+        r = client.open(url, method=method, json={"name": "x"}, headers=bearer(admin))
+        assert r.status_code == 404 and r.mimetype == "application/problem+json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from trace.api.schemas.base import StrictSchema, length, region_code_field
+from trace.api.schemas.base import StrictSchema, id_field, length, region_code_field
 from trace.models.enums import DeviceKind, Verdict
 
 # -- resolve output (documentation: the hot path builds plain dicts, see services.resolve) ----
@@ -122,7 +122,7 @@ class DeviceIn(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf([k.value for k in DeviceKind]))
     name = fields.String(required=True, validate=length(120, 1))
     region_code = region_code_field(required=True)
-    enterprise_id = fields.Integer(
+    enterprise_id = id_field(
         allow_none=True, metadata={"description": "Platform administrators only."}
     )
 
