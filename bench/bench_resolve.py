@@ -61,18 +61,32 @@ SCAN_PREFIXES = ("/api/v1/resolve/", "/q/")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 LUA = ROOT / "bench" / "resolve.lua"
 TARGETS = {"p99_ms": 100.0, "ratio": 0.6}
-#: Where the time goes (measured in-process against the same PostgreSQL, test client, 1,000
-#: resolves): kept with the figures so a reader knows why the ratio is what it is.
+#: Where the time goes (CPU seconds per process over 8 s of wrk, py-spy on a worker, and
+#: in-process timings against the same PostgreSQL): kept with the figures so a reader knows
+#: why the ratio is what it is.
 READING = (
-    "Reading: the bare endpoint does no I/O; a resolve does two database round trips of work "
-    "on top of Flask (the verdict query, then the scan insert + code-state upsert as one "
-    "statement with synchronous_commit off) plus BEGIN/COMMIT, and PostgreSQL runs on the "
-    "same 2 cores as the workers and wrk. In-process split per resolve: ~0.6 ms read, "
-    "~0.8 ms write+commit (before merging the write into one statement), ~0.3 ms for the "
-    "trace app's own request handling (a trivial trace endpoint runs at ~0.77x bare). "
-    "Reaching 0.6x needs the scan log off the request path: buffer scan events per worker "
-    "and flush them in multi-row batches from a background thread (DESIGN.md §6 allows it), "
-    "and cache run/recall/void facts for a second or two; not done yet."
+    "Reading: the scan log is off the request path now (each worker queues its scans and "
+    "writes them every 20 ms in one multi-row statement; scan events == answered, also "
+    "after a graceful stop), the verdict is one prepared query on an autocommit connection "
+    "(no BEGIN/COMMIT), the content JSON is serialised once per content version and the "
+    "per-scan head spliced in. Ratios went from 0.24x/0.20x (API/page) to the figures above; "
+    "0.6x is still NOT met. What stands in the way, measured: (1) the bare request costs "
+    "~0.5 ms of worker CPU, mostly gunicorn's sync accept/parse/close, and wrk, PostgreSQL "
+    "and both workers share 2 cores, so every 0.1 ms of extra CPU per request moves the "
+    "ratio; (2) the app-wide request overhead (Flask-Limiter's before_request bookkeeping, "
+    "the session cookie, flask-smorest) puts even a trivial trace JSON endpoint "
+    "(/api/v1/scans/log-health) at ~0.67x bare; (3) the one remaining database round trip "
+    "per resolve costs ~0.2 ms client CPU plus ~0.3 ms PostgreSQL CPU, and the worker's "
+    "context switches while it waits double its CPU per request compared with an idle "
+    "machine (in-process ~1.0 ms, under wrk ~1.8 ms); the verdict facts (run, void, recall, "
+    "code state) are read every time by design so a recall shows at once; (4) the page "
+    "also renders its Jinja template per request (~0.5 ms more than the API). Reaching "
+    "0.6x needs decisions beyond the scan code: PostgreSQL on its own cores (or measuring "
+    "with it elsewhere), a cache of run/void/recall facts invalidated on write (a version "
+    "row or LISTEN/NOTIFY), and slimmer app-wide hooks (limiter only on limited routes, no "
+    "cookie session for public pages). The Redis-backed limit costs about half the "
+    "resolve API's throughput (the limiter's Redis round trips on every request); limiting "
+    "at the reverse proxy would avoid that cost."
 )
 
 

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, func, select, text
 
-from tests.web.conftest import World, world  # noqa: F401  (the fixture)
+from tests.web.conftest import World
 from trace.config import Config
 from trace.models import CodeState, ScanEvent
 from trace.services import scanbuffer, scanlog
@@ -236,7 +236,7 @@ def test_threads_agree_with_the_database(app: Flask, world: World) -> None:
     assert _in_db(app) == (total, total) == (240, 240)
     with world.session() as s:
         by_serial = select(ScanEvent.serial, func.count()).group_by(ScanEvent.serial)
-        counts = dict(s.execute(by_serial).tuples().all())
+        counts = {serial: n for serial, n in s.execute(by_serial)}
         states = {st.serial: st.scan_count for st in s.scalars(select(CodeState))}
     assert counts == states
     assert sorted(states.values()) == sorted(asked.values())
