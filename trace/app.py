@@ -97,7 +97,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["trace.engine"] = engine
     app.extensions["trace.sessions"] = make_session_factory(engine)
     extensions.init_session_handling(app)
-    extensions.init_limiter(app, config)
 
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     api = Api(app, spec_kwargs={"marshmallow_plugin": plugin})

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import cast
 
 from flask import Flask, Response, current_app, g
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,17 +49,6 @@ def init_session_handling(app: Flask) -> None:
         if session is not None:
             session.rollback()
             session.close()
-
-
-#: Rate limits (e.g. the public resolve API). Storage is Redis when TRACE_REDIS_URL is set,
-#: so the limit holds across gunicorn workers; in-memory otherwise (one process).
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
-
-
-def init_limiter(app: Flask, cfg: Config) -> None:
-    app.config["RATELIMIT_STORAGE_URI"] = cfg.redis_url or "memory://"
-    app.config["RATELIMIT_HEADERS_ENABLED"] = True
-    limiter.init_app(app)
 
 
 def storage() -> LocalStorage:

@@ -18,16 +18,17 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from trace.api.auth import current_device
+from trace.api.ratelimit import ClientRateLimit
 from trace.api.schemas.scans import DeviceScanIn, DeviceScanOut, ResolveOut
 from trace.crypto.keyring import Keyring
-from trace.extensions import config, db, engine, limiter
+from trace.extensions import config, db, engine
 from trace.models.enums import DeviceKind, ScanChannel
 from trace.services import resolve as resolver
 from trace.services import scanlog
@@ -35,9 +36,6 @@ from trace.services.keys import load_keyring
 from trace.services.scanbuffer import ScanBuffer
 
 blp = Blueprint("scans", __name__, description="Scans: resolve codes (扫码查询)")
-
-#: TRACE_RESOLVE_RATE_LIMIT values that switch the limit off (benchmarks, trusted networks).
-LIMIT_OFF = frozenset({"", "0", "off", "none", "unlimited"})
 
 
 # -- glue shared with trace.web.consumer and trace.web.kiosk ---------------------------------
@@ -172,16 +170,16 @@ def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
     return response
 
 
-def _resolve_limit() -> str:
-    value = config().resolve_rate_limit.strip()
-    return "" if value.lower() in LIMIT_OFF else value
-
-
-@limiter.request_filter
-def _resolve_unlimited() -> bool:
-    """Skip the limiter's per-request bookkeeping for the resolve API when its limit is off
-    (it has no other limits): a measurable share of a resolve otherwise."""
-    return request.endpoint == "scans.Resolve" and not _resolve_limit()
+def resolve_limit() -> ClientRateLimit:
+    """The resolve API's per-client limit, one per app (its store is per app too)."""
+    limit = current_app.extensions.get("trace.resolve_limit")
+    if limit is None:
+        cfg = config()
+        limit = current_app.extensions.setdefault(
+            "trace.resolve_limit",
+            ClientRateLimit("resolve", cfg.resolve_rate_limit, cfg.redis_url or "memory://"),
+        )
+    return cast(ClientRateLimit, limit)
 
 
 def _json(data: dict[str, Any]) -> Response:
@@ -196,10 +194,6 @@ def _json(data: dict[str, Any]) -> Response:
 
 @blp.route("/resolve/<path:code>")
 class Resolve(MethodView):
-    # Per client address; the store is Redis when TRACE_REDIS_URL is set, so the limit holds
-    # across gunicorn workers. TRACE_RESOLVE_RATE_LIMIT=off disables it.
-    decorators: ClassVar[list[Any]] = [limiter.limit(_resolve_limit)]
-
     @blp.doc(
         security=[],
         responses={
@@ -216,6 +210,9 @@ class Resolve(MethodView):
         `code` is the code text or the label's whole QR URL. A code that is not ours is
         answered with exactly `{"verdict": "counterfeit"}`, whatever was wrong with it.
         """
+        # Per client address; Redis when TRACE_REDIS_URL is set, so the limit holds across
+        # gunicorn workers. TRACE_RESOLVE_RATE_LIMIT=off disables it.
+        resolve_limit().check(request.remote_addr)
         logged = resolve_and_log(code, client_context(ScanChannel.API.value))
         return resolution_json(logged.resolution)
 

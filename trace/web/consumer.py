@@ -44,7 +44,7 @@ from trace.api.scans import (
     scan_buffer,
 )
 from trace.crypto import codes
-from trace.extensions import db, engine, limiter
+from trace.extensions import db, engine
 from trace.models import Attachment, LabelRun
 from trace.models.enums import RunStatus, ScanChannel, Verdict
 from trace.regions import lookup as regions
@@ -388,13 +388,6 @@ def _page(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-@limiter.request_filter
-def _page_unlimited() -> bool:
-    """The consumer page has no rate limit (shoppers behind one carrier NAT share an
-    address): skip the limiter's per-request bookkeeping for it."""
-    return request.endpoint == "consumer.scan_page"
 
 
 @bp.get("/q/<code>")
