@@ -146,8 +146,6 @@ def test_trace_forward_report(client: FlaskClient, world: dict[str, Any]) -> Non
 def test_recall_shows_in_the_resolve_api_in_the_same_request_cycle(
     app: Flask, client: FlaskClient, world: dict[str, Any], session: Session
 ) -> None:
-    if not any(rule.rule.startswith("/api/v1/resolve/") for rule in app.url_map.iter_rules()):
-        pytest.skip("GET /api/v1/resolve/<code> is not there yet (issue 4)")
     keyring = load_keyring(app.extensions["trace.config"])
     code = mint(keyring, world["hn_run_id"], 7)
     before = client.get(f"/api/v1/resolve/{code}")
@@ -160,3 +158,14 @@ def test_recall_shows_in_the_resolve_api_in_the_same_request_cycle(
     assert after.json["verdict"] == "recalled"
     assert NOTICE in after.get_data(as_text=True)
     assert session.scalars(select(Recall)).one().status == "open"
+    # Closing the recall ends the regulator's action, not the shopper's warning.
+    closed = client.post(
+        f"/api/v1/recalls/{recall.json['id']}/close",
+        json={"note": "已下架销毁"},
+        headers=bearer(world["tokens"]["huaning-regulator"]),
+    )
+    assert closed.status_code == 200
+    later = client.get(f"/api/v1/resolve/{code}")
+    assert later.json["verdict"] == "recalled" and later.json["recall"]["notice"] == NOTICE
+    page = client.get(f"/q/{code}").get_data(as_text=True)
+    assert NOTICE in page and 'id="recall-notice"' in page

@@ -100,13 +100,15 @@ def test_recalled_batch_shows_the_notice(client: FlaskClient, world: World) -> N
     assert 'id="recall-notice"' in page and "凭包装到购买处退货" in page
     en = client.get("/q/" + code + "?lang=en").get_data(as_text=True)
     assert "Product recalled" in en
-    # Other batches are unaffected; a closed recall is no longer shown.
+    # Other batches are unaffected; a closed recall still warns (the batch stays recalled:
+    # a package left on a shelf after the recall ended must not read "genuine").
     assert _api(client, world.code(0, world.tomato_run))["verdict"] == "genuine"
     with world.session() as s:
         for recall in s.query(Recall).all():
             recall.status = "closed"
         s.commit()
-    assert _api(client, code)["verdict"] == "genuine"
+    closed = _api(client, code)
+    assert closed["verdict"] == "recalled" and "吡虫啉残留超标" in closed["recall"]["notice"]
 
 
 def test_void_outranks_recall(client: FlaskClient, world: World) -> None:

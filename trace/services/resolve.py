@@ -62,7 +62,7 @@ from trace.models import (
     Site,
     TraceEvent,
 )
-from trace.models.enums import EventType, LabelLevel, RecallStatus, RunStatus, Verdict
+from trace.models.enums import BatchStatus, EventType, LabelLevel, RunStatus, Verdict
 from trace.regions import lookup as regions
 from trace.services import events as event_service
 from trace.services import templates
@@ -367,11 +367,9 @@ def _build_run_query() -> Any:
         .where(v.run_id == run_id, v.first_serial <= serial, v.last_serial >= serial)
         .scalar_subquery()
     )
-    recall_id = (
-        select(func.max(r.id))
-        .where(r.batch_id == LabelRun.batch_id, r.status == RecallStatus.OPEN.value)
-        .scalar_subquery()
-    )
+    # The batch's latest recall, open or closed: closing a recall ends the regulator's
+    # action, not the warning -- a package still on a shelf must read "recalled".
+    recall_id = select(func.max(r.id)).where(r.batch_id == LabelRun.batch_id).scalar_subquery()
     events_stamp = (
         select(func.max(TraceEvent.id))
         .where(TraceEvent.batch_id == LabelRun.batch_id)
@@ -565,7 +563,8 @@ def resolve(
     reason = reason or new_suspicion
     if not item_level:
         reason = None
-    recalled = row.batch_status == "recalled" and row.public_notice is not None
+    # Only opening a recall sets the status, so a recalled batch has its notice.
+    recalled = row.batch_status == BatchStatus.RECALLED.value
     if row.void_id is not None:
         verdict = Verdict.VOIDED.value
     elif recalled:
