@@ -21,7 +21,8 @@ What it does, all on 127.0.0.1:
 5. Writes the figures under "## Resolve" in bench/RESULTS.md (other sections untouched).
 
 Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
-BENCH_DURATION (seconds, default 30), BENCH_CONNECTIONS (default 64), BENCH_NO_RECORD=1
+BENCH_DURATION (seconds, default 30), BENCH_CONNECTIONS (default 64), BENCH_THREADS (threads
+per worker, default 1 = sync workers; gthread above, for both apps), BENCH_NO_RECORD=1
 to leave RESULTS.md alone.
 """
 
@@ -50,6 +51,8 @@ ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432
 DURATION = int(os.environ.get("BENCH_DURATION", "30"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "64"))
 WORKERS = 2
+#: Threads per worker (gthread when > 1), the same for both apps.
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 RUN_SIZE = 300_000
 CODES = 50_000
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
@@ -173,6 +176,8 @@ def start(app: str, chdir: Path, env: dict[str, str], log_dir: Path, probe: str)
         GUNICORN_CONF,
         "--workers",
         str(WORKERS),
+        "--threads",
+        str(THREADS),
         "--bind",
         f"127.0.0.1:{port}",
         "--backlog",
@@ -285,8 +290,9 @@ def record(rows: dict[str, dict[str, float]], verdicts: dict[str, bool], note: s
     lines = [
         "## Resolve",
         "",
-        f"`make bench-resolve` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC): gunicorn {WORKERS} sync "
-        f"workers for both apps (-c {GUNICORN_CONF}), PostgreSQL, wrk --latency -t2 "
+        f"`make bench-resolve` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC): gunicorn {WORKERS} "
+        + ("sync workers" if THREADS == 1 else f"gthread workers x {THREADS} threads")
+        + f" for both apps (-c {GUNICORN_CONF}), PostgreSQL, wrk --latency -t2 "
         f"-c{CONNECTIONS} -d{DURATION}s on 127.0.0.1, codes rotating over {CODES:,} labels of a "
         f"{RUN_SIZE:,}-label run; scan log write-behind buffer on (default on PostgreSQL, "
         "flush every 20 ms); rate limit off except in the row marked Redis limit "

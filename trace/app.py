@@ -11,6 +11,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from flask import Flask
 from flask_smorest import Api
 from marshmallow import fields
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from trace import extensions
 from trace.api import problems
@@ -68,6 +69,12 @@ def create_app(config: Config | None = None) -> Flask:
         static_folder=str(Path(__file__).parent / "web" / "static"),
     )
     config.instance_dir.mkdir(parents=True, exist_ok=True)
+    if config.proxy_hops:
+        # Behind N proxies the client is the Nth address from the right of X-Forwarded-For;
+        # anything further left was written by the client and is not trusted.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops
+        )
     app.config.update(
         SECRET_KEY=_secret_key(config),
         TESTING=config.testing,

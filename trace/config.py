@@ -41,6 +41,9 @@ class Config:
     #: Queued scans per worker process beyond which new scans are dropped and counted
     #: (the database is down or too slow): memory stays bounded.
     scan_log_buffer_cap: int = 20_000
+    #: Reverse proxies in front of the app that append to X-Forwarded-For (0: none). Only
+    #: then is that header trusted for the client address (rate limit, keyed IP hash).
+    proxy_hops: int = 0
     testing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -71,6 +74,7 @@ class Config:
             scan_log_buffer=env.get("TRACE_SCAN_LOG_BUFFER", base.scan_log_buffer),
             scan_log_flush_ms=int(env.get("TRACE_SCAN_LOG_FLUSH_MS", base.scan_log_flush_ms)),
             scan_log_buffer_cap=int(env.get("TRACE_SCAN_LOG_BUFFER_CAP", base.scan_log_buffer_cap)),
+            proxy_hops=int(env.get("TRACE_PROXY_HOPS", base.proxy_hops)),
             testing=_bool(env.get("TRACE_TESTING", "0")),
         )
 

@@ -287,6 +287,23 @@ def test_rate_limit_answers_429_problem(config: Config, world: World) -> None:
         limited.extensions["trace.engine"].dispose()
 
 
+def test_behind_a_proxy_the_forwarded_client_is_limited(config: Config, world: World) -> None:
+    """TRACE_PROXY_HOPS=1: X-Forwarded-For names the client (the proxy appends the address it
+    saw); without it every shopper would share the proxy's budget."""
+    limited = create_app(config.with_overrides(resolve_rate_limit="2 per minute", proxy_hops=1))
+    try:
+        c = limited.test_client()
+
+        def via_proxy(client_ip: str) -> int:
+            headers = {"X-Forwarded-For": f"1.2.3.4, {client_ip}"}  # left part: client's own
+            return c.get("/api/v1/resolve/" + world.code(1), headers=headers).status_code
+
+        assert [via_proxy("10.0.0.1") for _ in range(3)] == [200, 200, 429]
+        assert via_proxy("10.0.0.2") == 200  # another shopper, another budget
+    finally:
+        limited.extensions["trace.engine"].dispose()
+
+
 # -- the limit across processes (gunicorn workers share Redis) ----------------------------------
 
 REDIS_URL = os.environ.get("TRACE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
