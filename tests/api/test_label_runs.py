@@ -253,6 +253,25 @@ def test_send_to_network_printer_and_refusal(client: FlaskClient, demo: dict[str
     assert str(dead_port) in r.json["detail"]
 
 
+def test_only_the_owner_downloads_or_prints_codes(
+    client: FlaskClient, demo: dict[str, Any]
+) -> None:
+    """A print file is a list of genuine codes, and printing makes the server connect where
+    it is told: reading a run (regulators may) is not enough."""
+    run = _issue(client, demo["tokens"]["huaning-coop"], count=5).json
+    regulator = bearer(demo["tokens"]["huaning-regulator"])
+    assert client.get(f"/api/v1/label-runs/{run['id']}", headers=regulator).status_code == 200
+    for method, path, body in (
+        ("get", "file", None),
+        ("post", "print", {"host": "127.0.0.1", "port": 9}),
+    ):
+        url = f"/api/v1/label-runs/{run['id']}/{path}"
+        r = getattr(client, method)(url, json=body, headers=regulator)
+        assert r.status_code == 403 and r.mimetype == "application/problem+json"
+        other = bearer(demo["tokens"]["songming-farm"])
+        assert getattr(client, method)(url, json=body, headers=other).status_code == 404
+
+
 @pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".local", "-printer", "bad host"])
 def test_print_to_a_malformed_host_is_422_naming_it(
     client: FlaskClient, demo: dict[str, Any], host: str

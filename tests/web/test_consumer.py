@@ -247,6 +247,7 @@ def test_media_served_with_range_only_when_published(
     assert status(f"/q/{other}/media/{ids['photo.png']}") == 404  # another batch's code
     no_media = world.issue(world.demo["batch_id"], 3, template={"public": ["origin"]})
     assert status(f"/q/{world.code(0, no_media)}/media/{ids['photo.png']}") == 404
+    assert status(f"/q/{code}/media/{2**31}") == 404  # beyond any id: no query, no 500
     assert world.scan_count() == 1  # media requests are not scans
 
 

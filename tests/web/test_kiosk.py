@@ -44,6 +44,7 @@ def test_kiosk_scan_shows_verdict_and_summary(client: FlaskClient, world: World)
     assert again["words"]["title"] == "Genuine" and "first on" in again["words"]["lines"][0]
     assert "in 华宁县" in again["words"]["lines"][0]  # the kiosk's county
 
+    assert client.post("/kiosk/scan", json=[world.code(0)]).status_code == 400  # not an object
     fake = client.post("/kiosk/scan", json={"code": "NOT-A-CODE"}).json
     assert fake["verdict"] == "counterfeit" and fake["summary"] is None
 

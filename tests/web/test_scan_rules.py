@@ -175,6 +175,7 @@ def test_phone_location_fills_the_county_and_applies_the_distance_rule(
     code = world.code(50)
     page = client.get("/q/" + code).get_data(as_text=True)
     token = page.split('data-t="', 1)[1].split('"', 1)[0]
+    assert client.post(f"/q/{code}/location", json=[token, 24.19]).status_code == 400
     r = client.post(f"/q/{code}/location", json={"t": token, "lat": 24.19, "lon": 102.93})
     assert r.status_code == 200 and r.json["region_code"] == HUANING
     assert r.json["county"] == "云南省玉溪市华宁县" and r.json["suspicious"] is False

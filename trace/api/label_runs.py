@@ -36,7 +36,7 @@ PIPE_CHUNK = 256 * 1024
 
 
 def _job(run_id: int, query: dict[str, Any]) -> labels.PrintJob:
-    run = labels.get_run(db(), current_actor(), run_id)
+    run = labels.get_printable_run(db(), current_actor(), run_id)
     return labels.prepare_job(
         db(),
         run,

@@ -162,6 +162,15 @@ def mark_failed(session: Session, run: LabelRun, reason: str) -> None:
     session.flush()
 
 
+def get_printable_run(session: Session, actor: Actor, run_id: int) -> LabelRun:
+    """A run whose labels the actor may print or download: its own enterprise's only.
+
+    A print file is a list of genuine codes -- what a counterfeiter needs -- and printing
+    makes the server connect to a host of the caller's choosing, so reading a run (which
+    regulators may) is not enough."""
+    return get_writable(session, LabelRun, run_id, actor)
+
+
 def get_run(session: Session, actor: Actor, run_id: int) -> LabelRun:
     return get_visible(session, LabelRun, run_id, actor)
 

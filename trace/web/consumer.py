@@ -50,6 +50,7 @@ from trace.models.enums import RunStatus, ScanChannel, Verdict
 from trace.regions import lookup as regions
 from trace.services import resolve as resolver
 from trace.services import scanlog, templates
+from trace.services.scope import is_storable_id
 from trace.web import i18n
 from trace.web.i18n import translate as _
 
@@ -417,7 +418,9 @@ def scan_page(code: str) -> Response:
 @bp.post("/Q/<code>/location")
 def locate(code: str) -> Response:
     """The shopper's opt-in location for the scan named by the page's token."""
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):  # JSON, but a list or a number: not our page's post
+        abort(400)
     record = read_token(str(body.get("t", "")), code)
     try:
         lat, lon = float(body["lat"]), float(body["lon"])
@@ -459,7 +462,7 @@ def media(code: str, attachment_id: int) -> Response:
     Anything else -- forged code, other batch, private file, run without "media" -- is the
     same 404. Range requests are honoured (send_attachment)."""
     parsed = codes.parse(keyring(), code)
-    if parsed is None:
+    if parsed is None or not is_storable_id(attachment_id):
         abort(404)
     session = db()
     run = session.get(LabelRun, parsed.run_id)

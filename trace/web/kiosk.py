@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from trace.api.scans import client_context, resolve_and_log
@@ -160,7 +169,9 @@ def scan() -> Response:
         response = cast(Response, current_app.json.response({"error": _("k.setup.bad")}))
         response.status_code = 401
         return response
-    body = request.get_json(silent=True) or {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):  # not what the kiosk page sends
+        abort(400)
     text = str(body.get("code", ""))[:300]
     channel = (
         ScanChannel.KIOSK.value
