@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from trace.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -36,7 +37,12 @@ def create_enterprise(session: Session, actor: Actor, data: dict[str, Any]) -> E
         raise Conflict("Enterprise already registered.", fields={"uscc": ["Already registered."]})
     enterprise = Enterprise(**data)
     session.add(enterprise)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request registered it a moment ago
+        raise Conflict(
+            "Enterprise already registered.", fields={"uscc": ["Already registered."]}
+        ) from exc
     audit.record(
         session,
         actor,
@@ -134,7 +140,12 @@ def create_user(session: Session, actor: Actor, data: dict[str, Any]) -> User:
         region_prefix=region_prefix,
     )
     session.add(user)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request took the name a moment ago
+        raise ValidationFailed(
+            "Cannot create the account.", fields={"username": ["Already taken."]}
+        ) from exc
     audit.record(
         session,
         actor,
