@@ -278,8 +278,10 @@ class ZipStream:
         self._pending = bytearray()
         self._zip64_any = False
 
-    def add(self, name: bytes, data: bytes) -> None:
-        crc = zlib.crc32(data)
+    def add(self, name: bytes, data: bytes, crc: int | None = None) -> None:
+        """Append one entry; ``crc`` (zlib.crc32 of ``data``) when the caller has it."""
+        if crc is None:
+            crc = zlib.crc32(data)
         size = len(data)
         offset = self.pos
         local = struct.pack(
@@ -372,9 +374,10 @@ def _deflate(data: memoryview) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def _png_files(renderer: _Renderer, sub: LabelChunk, ecc: str) -> list[bytes]:
-    """Finished PNG files for the labels of ``sub`` (runs in a worker thread: numpy and
-    zlib release the GIL for the heavy parts)."""
+def _png_files(renderer: _Renderer, sub: LabelChunk, ecc: str) -> list[tuple[bytes, int]]:
+    """Finished PNG files for the labels of ``sub``, each with its zip CRC (runs in a worker
+    thread: numpy and zlib release the GIL for the heavy parts, so the zip's CRC is taken
+    here too rather than on the single thread that writes the zip)."""
     matrices = encode_chunk(sub, ecc, renderer.place.version)
     rows = renderer.rows(matrices, ascii_matrix(sub.codes), sub.serials)
     flat = rows.reshape(len(sub), -1)
@@ -383,7 +386,8 @@ def _png_files(renderer: _Renderer, sub: LabelChunk, ecc: str) -> list[bytes]:
     for i in range(len(sub)):
         idat = _deflate(memoryview(flat[i]))
         crc = struct.pack(">I", zlib.crc32(idat, _IDAT_CRC))
-        files.append(b"".join((head, struct.pack(">I", len(idat)), b"IDAT", idat, crc, _IEND)))
+        png = b"".join((head, struct.pack(">I", len(idat)), b"IDAT", idat, crc, _IEND))
+        files.append((png, zlib.crc32(png)))
     return files
 
 
@@ -412,14 +416,14 @@ def write_png_zip(
     zf = ZipStream(out)
     renderer: _Renderer | None = None
     written = 0
-    pending: deque[tuple[np.ndarray, Future[list[bytes]]]] = deque()
+    pending: deque[tuple[np.ndarray, Future[list[tuple[bytes, int]]]]] = deque()
 
     def drain(limit: int) -> None:
         nonlocal written
         while len(pending) > limit:
             serials, future = pending.popleft()
-            for serial, data in zip(serials.tolist(), future.result(), strict=True):
-                zf.add(b"%010d.png" % serial, data)
+            for serial, (data, crc) in zip(serials.tolist(), future.result(), strict=True):
+                zf.add(b"%010d.png" % serial, data, crc)
             written += len(serials)
 
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="png") as pool:
