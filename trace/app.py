@@ -8,7 +8,8 @@ from pathlib import Path
 
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_smorest import Api
 from marshmallow import fields
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -61,6 +62,17 @@ def _portable_schema(_converter: object, field: fields.Field, ret: dict[str, obj
     return fixed
 
 
+class LazyCookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for requests that carry no
+    session cookie -- every scan of a shopper or kiosk. A session written during such a
+    request is still signed and set as usual (save_session)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app = Flask(
@@ -69,6 +81,7 @@ def create_app(config: Config | None = None) -> Flask:
         static_folder=str(Path(__file__).parent / "web" / "static"),
     )
     config.instance_dir.mkdir(parents=True, exist_ok=True)
+    app.session_interface = LazyCookieSessions()
     if config.proxy_hops:
         # Behind N proxies the client is the Nth address from the right of X-Forwarded-For;
         # anything further left was written by the client and is not trusted.
