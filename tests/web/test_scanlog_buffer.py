@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, func, select, text
 
+from tests.conftest import IN_CI, PG_URL, _pg_database
 from tests.web.conftest import World
+from trace.cli.db import upgrade
 from trace.config import Config
 from trace.models import CodeState, ScanEvent
 from trace.services import scanbuffer, scanlog
@@ -27,10 +31,28 @@ HUANING_KIOSK = "kiosk-huaning"
 HEBEI = "130102"
 
 
+if not PG_URL:
+    if IN_CI:
+        raise RuntimeError("CI runs without TRACE_TEST_DATABASE_URL: the scan buffer goes untested")
+    pytest.skip(
+        "the write-behind buffer is PostgreSQL only: set TRACE_TEST_DATABASE_URL",
+        allow_module_level=True,
+    )
+
+
 @pytest.fixture
-def config(config: Config, db_url: str) -> Config:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the write-behind buffer is PostgreSQL only (SQLite writes in the request)")
+def db_url() -> Iterator[str]:
+    """PostgreSQL only (conftest's db_url would add SQLite, which writes in the request)."""
+    url, drop = _pg_database("t_" + uuid.uuid4().hex[:12])
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
     # A long interval: nothing is written behind the test's back unless it flushes.
     return config.with_overrides(
         resolve_rate_limit="off",
