@@ -54,6 +54,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
+    yield from migrated_pg_database()
+
+
+def migrated_pg_database() -> Iterator[str]:
+    """A fresh, migrated schema on the test PostgreSQL for one test (dropped after it)."""
     url, drop = _pg_database("t_" + uuid.uuid4().hex[:12])
     try:
         upgrade(url)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,9 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, func, select, text
 
-from tests.conftest import IN_CI, PG_URL, _pg_database
+from tests.conftest import IN_CI, PG_URL, migrated_pg_database
 from tests.web.conftest import World
-from trace.cli.db import upgrade
 from trace.config import Config
 from trace.models import CodeState, ScanEvent
 from trace.services import scanbuffer, scanlog
@@ -43,12 +41,7 @@ if not PG_URL:
 @pytest.fixture
 def db_url() -> Iterator[str]:
     """PostgreSQL only (conftest's db_url would add SQLite, which writes in the request)."""
-    url, drop = _pg_database("t_" + uuid.uuid4().hex[:12])
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        drop()
+    yield from migrated_pg_database()
 
 
 @pytest.fixture

@@ -142,14 +142,20 @@ def create_batch(session: Session, actor: Actor, data: dict[str, Any]) -> Batch:
         )
     batch = Batch(enterprise_id=enterprise_id, status=BatchStatus.OPEN.value, **data)
     session.add(batch)
+    _flush_batch_no(session)
+    audit.record(session, actor, "create", "batch", batch.id, _audit_payload(data), enterprise_id)
+    return batch
+
+
+def _flush_batch_no(session: Session) -> None:
+    """Flush a new or renamed batch. The number was checked before, but a concurrent request
+    may have taken it since: the unique constraint then answers, as a conflict."""
     try:
         session.flush()
-    except IntegrityError as exc:  # a concurrent request took the same number
+    except IntegrityError as exc:
         raise Conflict(
             "Batch number already used.", fields={"batch_no": ["Already exists."]}
         ) from exc
-    audit.record(session, actor, "create", "batch", batch.id, _audit_payload(data), enterprise_id)
-    return batch
 
 
 def list_batches(
@@ -202,12 +208,7 @@ def update_batch(session: Session, actor: Actor, batch_id: int, changes: dict[st
             fields={"batch_no": [f"{new_no} exists in your enterprise."]},
         )
     _apply(batch, changes)
-    try:
-        session.flush()
-    except IntegrityError as exc:  # a concurrent request took the same number
-        raise Conflict(
-            "Batch number already used.", fields={"batch_no": ["Already exists."]}
-        ) from exc
+    _flush_batch_no(session)
     if "harvest_date" in changes:  # without harvest events, the date decides the PHI check
         events.refresh_phi_flag(session, batch)
     audit.record(
