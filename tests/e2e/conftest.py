@@ -62,7 +62,6 @@ def browser() -> Iterator[Any]:
     # Never let Selenium Manager fetch a browser or driver: the paths below are given.
     os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -90,8 +89,7 @@ def browser() -> Iterator[Any]:
         },
     )
     options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = start_chrome(options)
     try:
         yield driver
     finally:
@@ -118,3 +116,26 @@ def screenshot(driver: Any, name: str, full_page: bool = False) -> Path:
     else:
         driver.save_screenshot(str(path))
     return path
+
+
+def start_chrome(options: Any) -> Any:
+    """A Chrome session whose renderer has shown a page. Debian's chromium, started many
+    times in one suite, now and then loses its first renderer ("Unable to receive message
+    from renderer", seen once in CI); that is the browser's start-up, not the page under
+    test, so one fresh start is tried before giving up."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    for attempt in (1, 2):
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver.set_page_load_timeout(30)
+        try:
+            driver.get("data:text/html,<p>ready</p>")
+            if driver.find_element("tag name", "p").text == "ready":
+                return driver
+        except WebDriverException:
+            if attempt == 2:
+                raise
+        driver.quit()
+    raise RuntimeError("chromium did not render a page")

@@ -17,7 +17,7 @@ from flask import Flask
 
 from tests.api.test_analytics import build_world
 from tests.conftest import require_tool
-from tests.e2e.conftest import CHROMEDRIVER, CHROMIUM, screenshot
+from tests.e2e.conftest import CHROMEDRIVER, CHROMIUM, screenshot, start_chrome
 from trace.models.enums import Role
 from trace.services import accounts, demo
 
@@ -34,7 +34,6 @@ def desktop() -> Iterator[Any]:
     require_tool(CHROMEDRIVER, "browser tests drive Debian's chromium-driver")
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager download anything
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -52,8 +51,7 @@ def desktop() -> Iterator[Any]:
     ):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN,zh"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = start_chrome(options)
     try:
         yield driver
     finally:
