@@ -15,7 +15,6 @@ resolve cache): encoding the whole timeline per request cost more than the query
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -41,19 +40,8 @@ blp = Blueprint("scans", __name__, description="Scans: resolve codes (扫码查�
 # -- glue shared with trace.web.consumer and trace.web.kiosk ---------------------------------
 
 
-#: How long a loaded keyring answers before the key file is looked at again (a rotation
-#: by the CLI is seen within this; a stat per request showed in the resolve profile).
-KEYRING_RECHECK_SECONDS = 1.0
-
-
 def keyring() -> Keyring:
-    cached = current_app.extensions.get("trace.keyring")
-    now = time.monotonic()
-    if cached is not None and cached[0] > now:
-        return cast(Keyring, cached[1])
-    ring = load_keyring(config())
-    current_app.extensions["trace.keyring"] = (now + KEYRING_RECHECK_SECONDS, ring)
-    return ring
+    return load_keyring(config())
 
 
 def rules() -> scanlog.Rules:
@@ -113,20 +101,35 @@ class Logged:
     record: scanlog.ScanRecord | None
 
 
+def resolve_code(
+    text: str, ctx: scanlog.ScanContext, now: datetime | None = None
+) -> resolver.Resolution:
+    """The verdict on a scanned text, nothing logged. With the write-behind buffer the
+    resolver reads on its own connection and counts this worker's queued scans; the request
+    session is opened only if needed (content not cached yet, distance rule)."""
+    buffer = scan_buffer()
+    return resolver.resolve(
+        db,
+        keyring(),
+        text,
+        ctx,
+        rules(),
+        resolve_cache(),
+        now,
+        buffer,
+        engine() if buffer is not None else None,
+    )
+
+
 def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
     """Resolve and log the scan (queued, or written and committed). The answer survives a
     failed write."""
     now = datetime.now(UTC)
+    res = resolve_code(text, ctx, now)
     buffer = scan_buffer()
     if buffer is not None:
-        # Nothing to write in the request: the session is opened only if the resolver
-        # needs it (content not cached yet, distance rule).
-        res = resolver.resolve(
-            db, keyring(), text, ctx, rules(), resolve_cache(), now, buffer, engine()
-        )
         return Logged(res, buffer.add(res.facts, ctx, now))  # counts its own failures
     session = db()
-    res = resolver.resolve(session, keyring(), text, ctx, rules(), resolve_cache(), now)
     record: scanlog.ScanRecord | None = None
     try:
         record = scanlog.record(session, res.facts, ctx, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,8 +19,20 @@ def _load(path: Path, env_keys: str | None, mtime: float) -> Keyring:
     return Keyring.load(path if path.exists() else None, env)
 
 
+#: How long a loaded keyring answers before the key file is looked at again: a rotation
+#: by the CLI is seen within this, and the scan hot path does not stat the file per call.
+RECHECK_SECONDS = 1.0
+_recent: dict[tuple[Path, str | None], tuple[float, Keyring]] = {}
+
+
 def load_keyring(config: Config) -> Keyring:
     """Cached per key-file version: a rotation by the CLI is seen without a restart."""
-    path = config.key_file
+    path, env_keys = config.key_file, os.environ.get(ENV_VAR)
+    now = time.monotonic()
+    recent = _recent.get((path, env_keys))
+    if recent is not None and recent[0] > now:
+        return recent[1]
     mtime = path.stat().st_mtime if path.exists() else 0.0
-    return _load(path, os.environ.get(ENV_VAR), mtime)
+    ring = _load(path, env_keys, mtime)
+    _recent[(path, env_keys)] = (now + RECHECK_SECONDS, ring)
+    return ring

@@ -639,12 +639,3 @@ def public_head(res: Resolution) -> dict[str, Any]:
         "voided": res.voided,
         "level": res.level,
     }
-
-
-def public_dict(res: Resolution) -> dict[str, Any]:
-    """The JSON view of a resolution (language-neutral; callers add messages): the head
-    and the batch's public content."""
-    out = public_head(res)
-    if res.genuine_code and res.content is not None:
-        out.update(res.content.data)
-    return out

@@ -39,12 +39,12 @@ from trace.api.scans import (
     flush_scan_log,
     keyring,
     resolve_and_log,
-    resolve_cache,
+    resolve_code,
     rules,
     scan_buffer,
 )
 from trace.crypto import codes
-from trace.extensions import db, engine
+from trace.extensions import db
 from trace.models import Attachment, LabelRun
 from trace.models.enums import RunStatus, ScanChannel, Verdict
 from trace.regions import lookup as regions
@@ -398,17 +398,7 @@ def scan_page(code: str) -> Response:
     replay = read_token(request.args.get("s", ""), code) if request.args.get("s") else None
     if replay is not None:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
-        buffer = scan_buffer()
-        res = resolver.resolve(
-            db,
-            keyring(),
-            code,
-            ctx,
-            rules(),
-            resolve_cache(),
-            buffer=buffer,
-            engine=engine() if buffer is not None else None,
-        )
+        res = resolve_code(code, ctx)
         return _page(code, res, replay)
     logged = resolve_and_log(code, client_context(ScanChannel.PHONE.value))
     return _page(code, logged.resolution, logged.record)
