@@ -624,7 +624,9 @@ def main() -> None:
     if RECORD:
         record(section)
         log(f"recorded in {RESULTS}")
-    app.extensions["trace.engine"].dispose()
+    from trace.app import close_app
+
+    close_app(app)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from trace.app import create_app
+from trace.app import close_app, create_app
 from trace.cli.db import upgrade
 from trace.config import Config
 from trace.db import make_engine
@@ -86,7 +86,7 @@ def config(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Conf
 def app(config: Config) -> Iterator[Flask]:
     application = create_app(config)
     yield application
-    application.extensions["trace.engine"].dispose()
+    close_app(application)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from tests.conftest import BACKENDS, TEST_KEYS, _pg_database
-from trace.app import create_app
+from trace.app import close_app, create_app
 from trace.cli.db import upgrade
 from trace.config import Config
 from trace.db import Base
@@ -291,7 +291,7 @@ def build_world(backend: str, tmp: Path) -> Iterator[World]:
                 ids[f"{username}:event"] = events[0]["id"]
                 ids[f"{username}:batch"] = batch_id
             yield world
-            app.extensions["trace.engine"].dispose()
+            close_app(app)
         finally:
             if drop is not None:
                 drop()

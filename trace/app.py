@@ -138,3 +138,13 @@ def create_app(config: Config | None = None) -> Flask:
     register_cli(app)
     logging.getLogger("trace").setLevel(logging.INFO)
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Release what an app holds in this process: stop its scan buffer's thread (writing
+    what is queued) before closing the pool. Disposing the engine alone leaves that thread
+    free to write into a database its owner is about to drop or migrate."""
+    buffer = app.extensions.pop("trace.scan_buffer", None)
+    if buffer is not None:
+        buffer.close()
+    app.extensions["trace.engine"].dispose()

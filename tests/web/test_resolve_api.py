@@ -23,7 +23,7 @@ from sqlalchemy import event, select
 
 from tests.conftest import IN_CI, TEST_KEYS, bearer
 from tests.web.conftest import PHONE_UA, World
-from trace.app import create_app
+from trace.app import close_app, create_app
 from trace.config import Config
 from trace.crypto.codes import B32_ALPHABET, VERSION_ALPHABET, mint
 from trace.models import CodeState, LabelRun
@@ -284,7 +284,7 @@ def test_rate_limit_answers_429_problem(config: Config, world: World) -> None:
         # The consumer page is not limited: shoppers behind one carrier NAT share addresses.
         assert c.get("/q/" + world.code(0)).status_code == 200
     finally:
-        limited.extensions["trace.engine"].dispose()
+        close_app(limited)
 
 
 def test_behind_a_proxy_the_forwarded_client_is_limited(config: Config, world: World) -> None:
@@ -301,7 +301,7 @@ def test_behind_a_proxy_the_forwarded_client_is_limited(config: Config, world: W
         assert [via_proxy("10.0.0.1") for _ in range(3)] == [200, 200, 429]
         assert via_proxy("10.0.0.2") == 200  # another shopper, another budget
     finally:
-        limited.extensions["trace.engine"].dispose()
+        close_app(limited)
 
 
 # -- the limit across processes (gunicorn workers share Redis) ----------------------------------

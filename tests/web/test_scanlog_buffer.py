@@ -20,6 +20,7 @@ from sqlalchemy import Engine, event, func, select, text
 
 from tests.conftest import IN_CI, PG_URL, migrated_pg_database
 from tests.web.conftest import World
+from trace.app import close_app, create_app
 from trace.config import Config
 from trace.models import CodeState, ScanEvent
 from trace.services import scanbuffer, scanlog
@@ -217,6 +218,21 @@ def test_close_writes_what_is_queued(app: Flask, client: FlaskClient, world: Wor
     assert _in_db(app) == (5, 5)
     state = world.state(world.citrus_run, world.scans()[0].serial or 0)
     assert state is not None and state.scan_count == 2
+
+
+def test_close_app_stops_the_thread_before_the_pool_goes(config: Config, world: World) -> None:
+    """What test fixtures and the analytics bench run before dropping a schema: a buffer
+    thread still flushing then held a lock the DROP waited on (a deadlock seen in CI)."""
+    other = create_app(config.with_overrides(scan_log_flush_ms=5))
+    client = other.test_client()
+    for i in range(3):
+        _api(client, world.code(i))
+    thread = _buffer(other)._thread
+    assert thread is not None and thread.is_alive()
+    close_app(other)
+    assert not thread.is_alive()
+    assert "trace.scan_buffer" not in other.extensions
+    assert _in_db(other) == (3, 3)  # written, and the engine still opens new connections
 
 
 def test_threads_agree_with_the_database(app: Flask, world: World) -> None:
