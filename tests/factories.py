@@ -246,6 +246,7 @@ def build_world(backend: str, tmp: Path) -> Iterator[World]:
     """The demo world (two enterprises, two regulators) plus one photo and one video per
     enterprise, on a freshly migrated database of `backend`."""
     drop = None
+    app: Flask | None = None
     if backend == "sqlite":
         url = f"sqlite:///{tmp / 'world.sqlite3'}"
     else:
@@ -291,7 +292,8 @@ def build_world(backend: str, tmp: Path) -> Iterator[World]:
                 ids[f"{username}:event"] = events[0]["id"]
                 ids[f"{username}:batch"] = batch_id
             yield world
-            close_app(app)
         finally:
+            if app is not None:
+                close_app(app)
             if drop is not None:
                 drop()
