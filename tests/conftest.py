@@ -117,6 +117,16 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def require_postgresql(what: str) -> None:
+    """At a test module's top: skip the module without TRACE_TEST_DATABASE_URL, except in
+    CI, where running without PostgreSQL would leave ``what`` untested."""
+    if PG_URL:
+        return
+    if IN_CI:
+        raise RuntimeError(f"CI runs without TRACE_TEST_DATABASE_URL: {what} goes untested")
+    pytest.skip(f"{what} is PostgreSQL only: set TRACE_TEST_DATABASE_URL", allow_module_level=True)
+
+
 def require_tool(path_or_name: str, reason: str) -> None:
     """Skip outside CI when a system tool is missing; in CI a missing tool is a failure."""
     import shutil
@@ -128,4 +138,4 @@ def require_tool(path_or_name: str, reason: str) -> None:
     pytest.skip(f"{path_or_name} not installed: {reason}")
 
 
-__all__ = ["bearer", "create_engine", "require_tool"]
+__all__ = ["bearer", "create_engine", "require_postgresql", "require_tool"]

@@ -116,6 +116,13 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["trace.config"] = config
     app.extensions["trace.engine"] = engine
     app.extensions["trace.sessions"] = make_session_factory(engine)
+    if engine.dialect.name == "postgresql":
+        # The scan verdict's own pool (services.resolve.read_facts): connections opened in
+        # autocommit and handed back without a reset, so a scan's read is one round trip
+        # with no BEGIN, no autocommit switching and no ROLLBACK on return.
+        app.extensions["trace.verdict_engine"] = make_engine(
+            config.database_url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
+        )
     extensions.init_session_handling(app)
 
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
@@ -147,4 +154,7 @@ def close_app(app: Flask) -> None:
     buffer = app.extensions.pop("trace.scan_buffer", None)
     if buffer is not None:
         buffer.close()
+    verdict_engine = app.extensions.get("trace.verdict_engine")
+    if verdict_engine is not None:
+        verdict_engine.dispose()
     app.extensions["trace.engine"].dispose()

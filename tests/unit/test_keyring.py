@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import stat
 import threading
 from pathlib import Path
 
 import pytest
 
-from trace.crypto.iphash import IP_HASH_PURPOSE, client_ip_hash, normalise_ip
+from trace.crypto.iphash import IP_HASH_PURPOSE, _normalise_any, client_ip_hash, normalise_ip
 from trace.crypto.keyring import ENV_VAR, MAX_VERSIONS, Keyring, KeyringError, retire, rotate
 
 K0 = bytes(range(16))
@@ -261,3 +262,15 @@ def test_ip_hashes_of_a_subnet_are_distinct() -> None:
     key = bytes(range(32))
     hashes = {client_ip_hash(key, f"10.0.{i // 256}.{i % 256}") for i in range(4096)}
     assert len(hashes) == 4096
+
+
+def test_normalise_ip_fast_path_agrees_with_ipaddress() -> None:
+    rng = random.Random(20261129)
+    parts = ["0", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256",
+             "300", "00", "01", "010", "001", "-1", "", "a", "1a", "٣", "１"]  # fmt: skip
+    samples = [" 203.0.113.7 ", "1.2.3", "1.2.3.4.5", "1..2.3", "::ffff:1.2.3.4", "::1"]
+    for _ in range(20_000):
+        samples.append(".".join(rng.choice(parts) for _ in range(rng.choice((3, 4, 4, 5)))))
+        samples.append(".".join(str(rng.randrange(256)) for _ in range(4)))
+    for ip in samples:
+        assert normalise_ip(ip) == _normalise_any(ip.strip()), ip

@@ -113,11 +113,15 @@ def world(app: Flask, demo: dict[str, Any]) -> Iterator[World]:
 def statements(app: Flask) -> Iterator[list[str]]:
     """Every SQL statement the app's engine sends while the test runs."""
     seen: list[str] = []
-    engine: Engine = app.extensions["trace.engine"]
+    engines: list[Engine] = [app.extensions["trace.engine"]]
+    if "trace.verdict_engine" in app.extensions:  # PostgreSQL: the scan verdict's own pool
+        engines.append(app.extensions["trace.verdict_engine"])
 
     def _record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(" ".join(statement.split()))
 
-    event.listen(engine, "before_cursor_execute", _record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", _record)
     yield seen
-    event.remove(engine, "before_cursor_execute", _record)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", _record)

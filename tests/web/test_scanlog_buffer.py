@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, func, select, text
 
-from tests.conftest import IN_CI, PG_URL, migrated_pg_database
+from tests.conftest import migrated_pg_database, require_postgresql
 from tests.web.conftest import World
 from trace.app import close_app, create_app
 from trace.config import Config
@@ -30,13 +30,7 @@ HUANING_KIOSK = "kiosk-huaning"
 HEBEI = "130102"
 
 
-if not PG_URL:
-    if IN_CI:
-        raise RuntimeError("CI runs without TRACE_TEST_DATABASE_URL: the scan buffer goes untested")
-    pytest.skip(
-        "the write-behind buffer is PostgreSQL only: set TRACE_TEST_DATABASE_URL",
-        allow_module_level=True,
-    )
+require_postgresql("the scan buffer")
 
 
 @pytest.fixture

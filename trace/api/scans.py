@@ -22,6 +22,7 @@ from typing import Any, cast
 from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy import Engine
 
 from trace.api.auth import current_device
 from trace.api.ratelimit import ClientRateLimit
@@ -77,6 +78,12 @@ def scan_buffer() -> ScanBuffer | None:
     return cast(ScanBuffer, buffer)
 
 
+def verdict_engine() -> Engine:
+    """The pool the verdict query reads on (PostgreSQL: autocommit connections, see
+    create_app); the app's engine elsewhere."""
+    return cast(Engine, current_app.extensions.get("trace.verdict_engine") or engine())
+
+
 def flush_scan_log() -> None:
     """Write this worker's queued scans now (before reading one back, e.g. to locate it)."""
     buffer = scan_buffer()
@@ -117,7 +124,7 @@ def resolve_code(
         resolve_cache(),
         now,
         buffer,
-        engine() if buffer is not None else None,
+        verdict_engine() if buffer is not None else None,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 
 __all__ = ["IP_HASH_HEX_LENGTH", "IP_HASH_PURPOSE", "client_ip_hash", "normalise_ip"]
 
@@ -23,9 +24,22 @@ IP_HASH_PURPOSE = "client-ip-hash"
 IP_HASH_HEX_LENGTH = 32
 
 
+#: A dotted-quad IPv4 address already in canonical form (no leading zeros): what a
+#: server sees for almost every client, answered without building an ``ipaddress`` object.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # ASCII digits only
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
 def normalise_ip(ip: str) -> str:
     """Canonical text of an address; anything unparseable is only stripped and lowered."""
     text = ip.strip()
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
+    return _normalise_any(text)
+
+
+def _normalise_any(text: str) -> str:
+    """Every form ``ipaddress`` knows (the fast path above is checked against this)."""
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -39,5 +53,6 @@ def client_ip_hash(key: bytes, ip: str) -> str:
     """HMAC-SHA256 of the normalised address under ``key``, first 32 hex characters."""
     if len(key) < 16:
         raise ValueError("IP hash key must be at least 16 bytes")
-    digest = hmac.new(key, normalise_ip(ip).encode("utf-8"), hashlib.sha256).hexdigest()
-    return digest[:IP_HASH_HEX_LENGTH]
+    # hmac.digest: the one-shot C path (hmac.new builds a Python HMAC object per call).
+    digest = hmac.digest(key, normalise_ip(ip).encode("utf-8"), hashlib.sha256)
+    return digest.hex()[:IP_HASH_HEX_LENGTH]

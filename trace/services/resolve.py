@@ -4,13 +4,13 @@ The hot path of the platform. For one scan:
 
 1. ``codes.parse`` decrypts and checks the code in memory. A forged or mistyped code stops
    here: no database query at all (the scan log then records the attempt, run_id NULL).
-2. One query reads everything the verdict needs: the run (status, range, key version,
-   template), the batch's status, the code's state (count, first scan), a void covering the
+2. One query reads everything the verdict needs: the run (status, range, key version),
+   the batch's status, the code's state (count, first scan), a void covering the
    serial, the batch's open recall, and two "content stamps" (newest event id, newest
-   attachment id). On PostgreSQL it runs as one prepared statement on an autocommit
-   connection (no BEGIN/COMMIT round trips), see ``read_facts``. With the scan log's
-   write-behind buffer (services.scanbuffer) the code's count, first scan and suspicion
-   add this process's queued scans, read consistently with the query.
+   attachment id). On PostgreSQL it runs as one prepared statement through libpq on a
+   pool of autocommit connections (no BEGIN/COMMIT round trips), see ``read_facts``.
+   With the scan log's write-behind buffer (services.scanbuffer) the code's count, first
+   scan and suspicion add this process's queued scans, read consistently with the query.
 3. The batch's public content -- product, producer, origin, timeline, inspections,
    certificates, media, already filtered by the run's template -- comes from a small
    in-process cache keyed by (run, stamps), so a new event or attachment is visible at
@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from psycopg import RawCursor
+import psycopg
+from psycopg.adapt import Transformer
+from psycopg.pq import ExecStatus
 from sqlalchemy import Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -387,7 +389,6 @@ def _build_run_query() -> Any:
             LabelRun.count,
             LabelRun.level,
             LabelRun.key_version,
-            LabelRun.template,
             LabelRun.batch_id,
             LabelRun.enterprise_id,
             Batch.product_id,
@@ -423,8 +424,8 @@ _UTC_COLUMNS = ("first_scan_at", "opened_at")
 
 @dataclass(frozen=True)
 class _Compiled:
-    """The query in PostgreSQL's own $n form (psycopg's RawCursor: no per-call rewrite of
-    %(name)s placeholders) and the constant parameters around run_id and serial."""
+    """The query in PostgreSQL's own $n form (prepared through libpq: no per-call rewrite
+    of %(name)s placeholders) and the constant parameters around run_id and serial."""
 
     sql: str
     params: tuple[Any, ...]
@@ -469,10 +470,8 @@ def read_facts(
 ) -> Any:
     """The verdict query's row (or None).
 
-    PostgreSQL: straight on a pooled DBAPI connection in autocommit mode -- one round trip,
-    no BEGIN/COMMIT, and psycopg prepares the statement after a few uses; SQLAlchemy's
-    result layer alone cost more than the query (bench/RESULTS.md "## Resolve"). Anywhere
-    else, and whenever someone listens to the engine's statements (tests counting
+    PostgreSQL: straight on a pooled connection in autocommit mode (``_read_facts_libpq``).
+    Anywhere else, and whenever someone listens to the engine's statements (tests counting
     queries, debugging), the same query goes through SQLAlchemy Core on the session.
     """
     if engine is None:
@@ -486,19 +485,12 @@ def read_facts(
     ):
         params = {"run_id": run_id, "serial": serial}
         return _session(source).connection().execute(_RUN_QUERY, params).one_or_none()
-    compiled = _compiled_for(engine)
-    raw = engine.raw_connection()
     try:
-        conn: Any = raw.driver_connection
-        conn.autocommit = True
-        try:
-            with RawCursor(conn) as cursor:
-                cursor.execute(compiled.sql, compiled.args(run_id, serial))
-                values = cursor.fetchone()
-        finally:
-            conn.autocommit = False
-    finally:
-        raw.close()
+        values = _read_facts_libpq(engine, run_id, serial)
+    except psycopg.OperationalError:
+        # A pooled connection the server has closed (restart, idle timeout) fails on
+        # first use; it is invalidated, so once more on a fresh one before giving up.
+        values = _read_facts_libpq(engine, run_id, serial)
     if values is None:
         return None
     row = _FactsRow(*values)
@@ -506,6 +498,59 @@ def read_facts(
     return row._replace(
         **{k: getattr(row, k).replace(tzinfo=UTC) for k in _UTC_COLUMNS if getattr(row, k)}
     )
+
+
+#: Server-side name of the prepared verdict query, prepared once per pooled connection.
+_VERDICT_STATEMENT = b"trace_verdict_1"
+_PREPARED_FLAG = "trace.verdict_prepared"
+
+
+def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ...] | None:
+    """One round trip through libpq's blocking PQexecPrepared (psycopg's documented
+    ``pq`` layer), rows decoded by psycopg's own loaders.
+
+    Why not a psycopg cursor: measured on the project machine, a cursor's execute costs
+    ~55 µs of CPU and ~115 µs of wall time per call (non-blocking socket, a Python
+    generator and poll() per step), PQexecPrepared ~14 µs and ~40 µs -- and the resolve
+    API's per-scan CPU is what bounds scans per second per core (bench/RESULTS.md
+    "## Resolve"). libpq releases the GIL while it waits, like psycopg does.
+    The connection is in autocommit (the verdict engine's are from the start; others are
+    switched for the call), so the read opens no transaction.
+    """
+    compiled = _compiled_for(engine)
+    raw = engine.raw_connection()
+    try:
+        conn: Any = raw.driver_connection
+        switch = not conn.autocommit
+        if switch:
+            conn.autocommit = True
+        try:
+            pgconn = conn.pgconn
+            if not raw.info.get(_PREPARED_FLAG):
+                _check(conn, pgconn.prepare(_VERDICT_STATEMENT, compiled.sql.encode(), None))
+                raw.info[_PREPARED_FLAG] = True
+            args = [None if a is None else str(a).encode() for a in compiled.args(run_id, serial)]
+            result = _check(conn, pgconn.exec_prepared(_VERDICT_STATEMENT, args))
+            if result.ntuples == 0:
+                return None
+            loader = Transformer(conn)
+            loader.set_pgresult(result)
+            return tuple(loader.load_row(0, tuple))
+        finally:
+            if switch:
+                conn.autocommit = False
+    except Exception:
+        raw.invalidate()  # whatever state it is in, it does not go back to the pool
+        raise
+    finally:
+        raw.close()
+
+
+def _check(conn: Any, result: Any) -> Any:
+    if result.status not in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        message = result.error_message.decode(conn.info.encoding, "replace").strip()
+        raise psycopg.OperationalError(message or "verdict query failed")
+    return result
 
 
 def resolve(
@@ -583,7 +628,10 @@ def resolve(
     key = (code.run_id, int(row.events_stamp or 0), int(row.media_stamp or 0))
     content = cache.get(key)
     if content is None:
-        content = PublicContent(build_content(_session(session), row.batch_id, row.template))
+        # The template is fixed when a run is issued: read it only to build the content.
+        db = _session(session)
+        template = db.scalar(select(LabelRun.template).where(LabelRun.id == code.run_id))
+        content = PublicContent(build_content(db, row.batch_id, template))
         cache.put(key, content)
     return Resolution(
         verdict=verdict,

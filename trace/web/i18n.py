@@ -59,7 +59,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _remember(response: Response) -> Response:
-        chosen = request.args.get("lang")
+        # Most requests (every API call, every scan) have no query string: skip parsing it.
+        chosen = request.args.get("lang") if request.query_string else None
         if chosen in LANGUAGES:
             response.set_cookie(COOKIE, chosen, max_age=365 * 24 * 3600, samesite="Lax")
         if response.mimetype == "text/html":
