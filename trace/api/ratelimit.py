@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-from limits import parse
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
 
 #: TRACE_RESOLVE_RATE_LIMIT values that switch the limit off (benchmarks, trusted networks).
 LIMIT_OFF = frozenset({"", "0", "off", "none", "unlimited"})
@@ -26,9 +27,15 @@ class ClientRateLimit:
     """One limit (e.g. "120 per minute") for one route, per client key."""
 
     def __init__(self, name: str, limit: str, storage_uri: str) -> None:
+        # Imported here, when a route first needs its limit: `limits` loads its asyncio
+        # storages too (~60 ms), which CLI commands and idle workers never use.
+        from limits import parse
+        from limits.storage import storage_from_string
+        from limits.strategies import FixedWindowRateLimiter
+
         self.name = name
         text = limit.strip()
-        self.item = None if text.lower() in LIMIT_OFF else parse(text)
+        self.item: RateLimitItem | None = None if text.lower() in LIMIT_OFF else parse(text)
         self._limiter = (
             FixedWindowRateLimiter(storage_from_string(storage_uri)) if self.item else None
         )
