@@ -152,9 +152,11 @@ def close_app(app: Flask) -> None:
     what is queued) before closing the pool. Disposing the engine alone leaves that thread
     free to write into a database its owner is about to drop or migrate."""
     buffer = app.extensions.pop("trace.scan_buffer", None)
-    if buffer is not None:
-        buffer.close()
-    verdict_engine = app.extensions.get("trace.verdict_engine")
-    if verdict_engine is not None:
-        verdict_engine.dispose()
-    app.extensions["trace.engine"].dispose()
+    try:
+        if buffer is not None:
+            buffer.close()
+    finally:
+        verdict_engine = app.extensions.get("trace.verdict_engine")
+        if verdict_engine is not None:
+            verdict_engine.dispose()
+        app.extensions["trace.engine"].dispose()

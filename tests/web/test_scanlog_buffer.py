@@ -214,19 +214,37 @@ def test_close_writes_what_is_queued(app: Flask, client: FlaskClient, world: Wor
     assert state is not None and state.scan_count == 2
 
 
-def test_close_app_stops_the_thread_before_the_pool_goes(config: Config, world: World) -> None:
+def test_close_app_stops_the_thread_before_the_pool_goes(
+    config: Config, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What test fixtures and the analytics bench run before dropping a schema: a buffer
     thread still flushing then held a lock the DROP waited on (a deadlock seen in CI)."""
     other = create_app(config.with_overrides(scan_log_flush_ms=5))
-    client = other.test_client()
-    for i in range(3):
-        _api(client, world.code(i))
-    thread = _buffer(other)._thread
-    assert thread is not None and thread.is_alive()
-    close_app(other)
-    assert not thread.is_alive()
-    assert "trace.scan_buffer" not in other.extensions
-    assert _in_db(other) == (3, 3)  # written, and the engine still opens new connections
+    try:
+        client = other.test_client()
+        for i in range(3):
+            _api(client, world.code(i))
+        buffer = _buffer(other)
+        thread = buffer._thread
+        assert thread is not None and thread.is_alive()
+        order: list[str] = []
+        engines = {"engine": other.extensions["trace.engine"]}
+        engines["verdict engine"] = other.extensions["trace.verdict_engine"]
+        for name, eng in engines.items():
+            dispose = eng.dispose
+            monkeypatch.setattr(eng, "dispose", lambda d=dispose, n=name: (order.append(n), d())[1])
+        close = buffer.close
+        monkeypatch.setattr(
+            buffer,
+            "close",
+            lambda: (close(), order.append(f"buffer, thread alive: {thread.is_alive()}"))[0],
+        )
+        close_app(other)
+        assert order == ["buffer, thread alive: False", "verdict engine", "engine"]
+        assert "trace.scan_buffer" not in other.extensions
+        assert _in_db(other) == (3, 3)  # written, and the engine still opens new connections
+    finally:
+        close_app(other)
 
 
 def test_threads_agree_with_the_database(app: Flask, world: World) -> None:

@@ -7,8 +7,8 @@ The hot path of the platform. For one scan:
 2. One query reads everything the verdict needs: the run (status, range, key version),
    the batch's status, the code's state (count, first scan), a void covering the
    serial, the batch's open recall, and two "content stamps" (newest event id, newest
-   attachment id). On PostgreSQL it runs as one prepared statement through libpq on a
-   pool of autocommit connections (no BEGIN/COMMIT round trips), see ``read_facts``.
+   attachment id). On PostgreSQL it runs as one prepared statement through libpq on an
+   autocommit connection (no BEGIN/COMMIT round trips), see ``read_facts``.
    With the scan log's write-behind buffer (services.scanbuffer) the code's count, first
    scan and suspicion add this process's queued scans, read consistently with the query.
 3. The batch's public content -- product, producer, origin, timeline, inspections,
@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg
 from psycopg.adapt import Transformer
-from psycopg.pq import ExecStatus
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
 from sqlalchemy import Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
@@ -470,7 +470,9 @@ def read_facts(
 ) -> Any:
     """The verdict query's row (or None).
 
-    PostgreSQL: straight on a pooled connection in autocommit mode (``_read_facts_libpq``).
+    PostgreSQL: through libpq on a pooled connection in autocommit mode
+    (``_read_facts_libpq``): with the scan buffer, the verdict engine's own pool; without
+    it, the app's engine, switched to autocommit for the call.
     Anywhere else, and whenever someone listens to the engine's statements (tests counting
     queries, debugging), the same query goes through SQLAlchemy Core on the session.
     """
@@ -487,9 +489,10 @@ def read_facts(
         return _session(source).connection().execute(_RUN_QUERY, params).one_or_none()
     try:
         values = _read_facts_libpq(engine, run_id, serial)
-    except psycopg.OperationalError:
-        # A pooled connection the server has closed (restart, idle timeout) fails on
-        # first use; it is invalidated, so once more on a fresh one before giving up.
+    except _ConnectionLost:
+        # After a server restart every pooled connection is dead, not only this one:
+        # drop the pool's idle connections so the second try connects afresh.
+        engine.dispose()
         values = _read_facts_libpq(engine, run_id, serial)
     if values is None:
         return None
@@ -503,6 +506,14 @@ def read_facts(
 #: Server-side name of the prepared verdict query, prepared once per pooled connection.
 _VERDICT_STATEMENT = b"trace_verdict_1"
 _PREPARED_FLAG = "trace.verdict_prepared"
+#: SQLSTATEs after which the statement is prepared again on the same connection: a
+#: migration changed a table the plan reads ("cached plan must not change result type",
+#: 0A000), or the statement is gone (26000).
+_PREPARE_AGAIN = frozenset({"0A000", "26000"})
+
+
+class _ConnectionLost(psycopg.OperationalError):
+    """The verdict query's connection is broken (server restart, idle timeout)."""
 
 
 def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ...] | None:
@@ -515,42 +526,72 @@ def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ..
     API's per-scan CPU is what bounds scans per second per core (bench/RESULTS.md
     "## Resolve"). libpq releases the GIL while it waits, like psycopg does.
     The connection is in autocommit (the verdict engine's are from the start; others are
-    switched for the call), so the read opens no transaction.
+    switched for the call), so the read opens no transaction and a failed read leaves
+    none behind: only a broken connection is taken out of the pool.
     """
     compiled = _compiled_for(engine)
+    args = [None if a is None else str(a).encode() for a in compiled.args(run_id, serial)]
     raw = engine.raw_connection()
+    conn: Any = raw.driver_connection
     try:
-        conn: Any = raw.driver_connection
         switch = not conn.autocommit
         if switch:
             conn.autocommit = True
         try:
-            pgconn = conn.pgconn
-            if not raw.info.get(_PREPARED_FLAG):
-                _check(conn, pgconn.prepare(_VERDICT_STATEMENT, compiled.sql.encode(), None))
-                raw.info[_PREPARED_FLAG] = True
-            args = [None if a is None else str(a).encode() for a in compiled.args(run_id, serial)]
-            result = _check(conn, pgconn.exec_prepared(_VERDICT_STATEMENT, args))
-            if result.ntuples == 0:
-                return None
-            loader = Transformer(conn)
-            loader.set_pgresult(result)
-            return tuple(loader.load_row(0, tuple))
+            result = _exec_verdict(raw.info, conn, compiled.sql, args)
         finally:
             if switch:
                 conn.autocommit = False
-    except Exception:
-        raw.invalidate()  # whatever state it is in, it does not go back to the pool
+        if result.ntuples == 0:
+            return None
+        loader = Transformer(conn)
+        loader.set_pgresult(result)
+        return tuple(loader.load_row(0, tuple))
+    except Exception as exc:
+        if conn.pgconn.status != ConnStatus.OK:
+            raw.invalidate()  # it does not go back to the pool
+            raise _ConnectionLost(str(exc)) from exc
         raise
     finally:
         raw.close()
 
 
+def _exec_verdict(info: dict[str, Any], conn: Any, sql: str, args: list[bytes | None]) -> Any:
+    """The prepared statement's result on ``conn``, preparing it when needed."""
+    pgconn = conn.pgconn
+    for attempt in (1, 2):
+        if not info.get(_PREPARED_FLAG):
+            _check(conn, pgconn.prepare(_VERDICT_STATEMENT, sql.encode(), None))
+            info[_PREPARED_FLAG] = True
+        result = pgconn.exec_prepared(_VERDICT_STATEMENT, args)
+        if attempt == 1 and _sqlstate(result) in _PREPARE_AGAIN:
+            pgconn.exec_(b"DEALLOCATE " + _VERDICT_STATEMENT)  # fails harmlessly if gone
+            info[_PREPARED_FLAG] = False
+            continue
+        return _check(conn, result)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlstate(result: Any) -> str | None:
+    if result.status == ExecStatus.TUPLES_OK:
+        return None
+    state = result.error_field(DiagnosticField.SQLSTATE)
+    return state.decode() if state else None
+
+
 def _check(conn: Any, result: Any) -> Any:
-    if result.status not in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
-        message = result.error_message.decode(conn.info.encoding, "replace").strip()
-        raise psycopg.OperationalError(message or "verdict query failed")
-    return result
+    """``result`` if it succeeded; else the psycopg error class of its SQLSTATE."""
+    if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        return result
+    message = result.error_message.decode(conn.info.encoding, "replace").strip()
+    state = _sqlstate(result)
+    try:
+        error_class: type[psycopg.Error] = (
+            psycopg.errors.lookup(state) if state else psycopg.OperationalError
+        )
+    except KeyError:
+        error_class = psycopg.DatabaseError
+    raise error_class(message or "verdict query failed")
 
 
 def resolve(

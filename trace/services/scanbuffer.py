@@ -454,6 +454,8 @@ class ScanBuffer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+            if thread.is_alive():  # a flush stuck on the database: say so, do not hang
+                log.error("scan log buffer thread still running 10 s after close()")
         self.flush()
 
 
