@@ -33,7 +33,7 @@ from trace.labels.content import (
     iter_chunks,
     middle_ellipsis,
 )
-from trace.labels.profiles import PRINTER_PROFILES_DIR, PrinterProfile, list_profiles
+from trace.labels.profiles import PRINTER_PROFILES_DIR, PrinterProfile, list_profiles, load_profile
 from trace.labels.writers import pdf as pdf_writer
 from trace.labels.writers import png as png_writer
 from trace.labels.writers import raster as raster_writer
@@ -105,9 +105,37 @@ def test_label_content_is_structured() -> None:
     ]
     full = label_content(DEMO_BATCH, {"label": ["origin", "grade"]})  # type: ignore[arg-type]
     assert full.lines == [
-        LabelLine("origin", "产地", "云南省玉溪市华宁县盘溪镇"),
+        LabelLine(
+            "origin", "产地", "云南省玉溪市华宁县盘溪镇", ("玉溪市华宁县盘溪镇", "华宁县盘溪镇")
+        ),
         LabelLine("grade", "等级", "一级"),
     ]
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=IDS)
+def test_origin_prints_a_complete_place_rather_than_a_cut_one(profile: PrinterProfile) -> None:
+    """ "华宁县盘溪镇" (county and town) beats "云南省玉溪市华宁…" on a small label."""
+    content = label_content(DEMO_BATCH, {"label": ["product", "origin", "harvest_date"]})  # type: ignore[arg-type]
+    origin = _layout_texts(compute_layout(profile, content), "origin")
+    forms = ["云南省玉溪市华宁县盘溪镇", "玉溪市华宁县盘溪镇", "华宁县盘溪镇"]
+    assert origin in [[f] for f in forms] + [[f"产地 {f}"] for f in forms], origin
+    if profile.label.width_mm <= 40:
+        assert origin != ["产地 云南省玉溪市华宁县盘溪镇"]  # it did not fit before either
+
+
+def test_shorter_forms_come_before_wrapping_and_the_ellipsis_cuts_the_shortest() -> None:
+    profile = load_profile("zpl-203dpi-40x30")  # 4 text lines
+    wide = LabelLine("origin", "产地", "甲" * 40, ("乙" * 30, "丙" * 6))
+    layout = compute_layout(profile, LabelContent(lines=[wide]))  # 3 lines to spare
+    assert _layout_texts(layout, "origin") in (["产地 " + "丙" * 6], ["丙" * 6])
+    (fit,) = [t.fit for t in layout.text if t.key == "origin"]
+    assert fit in ("shorter+as-is", "shorter+no-caption")  # not wrapped, not cut
+    # No form fits and no line to spare: the shortest form is the one cut.
+    others = [LabelLine(k, "", "字") for k in ("a", "b", "c")]
+    too_long = LabelLine("origin", "产地", "甲" * 40, ("乙" * 35, "丙" * 30))
+    layout = compute_layout(profile, LabelContent(lines=[too_long, *others]))
+    (cut,) = _layout_texts(layout, "origin")
+    assert cut.startswith("丙") and cut.endswith("…") and set(cut) == {"丙", "…"}
 
 
 def test_demo_values_are_the_demo_batch(demo: dict[str, Any], session: Any) -> None:
@@ -188,7 +216,7 @@ LONG_NAME = "云南省玉溪市华宁县盘溪镇华溪村柑桔种植农民专�
 
 @pytest.mark.parametrize("profile", PROFILES, ids=IDS)
 def test_a_long_producer_name_still_gets_an_ellipsis(profile: PrinterProfile) -> None:
-    lines = [LabelLine(k, c, LONG_NAME if k == "producer" else v) for k, c, v in DEMO.fields()]
+    lines = [ln._replace(value=LONG_NAME) if ln.key == "producer" else ln for ln in DEMO.fields()]
     layout = compute_layout(profile, LabelContent(lines=lines))
     shown = "".join(_layout_texts(layout, "producer"))
     assert shown.endswith(ELLIPSIS) and LONG_NAME.startswith(shown[:-1])
@@ -197,7 +225,7 @@ def test_a_long_producer_name_still_gets_an_ellipsis(profile: PrinterProfile) ->
 
 def test_long_batch_number_keeps_head_and_tail() -> None:
     long_no = "YN-HN-PX-HUAXI-2026-11-02-000123"
-    lines = [LabelLine(k, c, long_no if k == "batch_no" else v) for k, c, v in DEMO.fields()]
+    lines = [ln._replace(value=long_no) if ln.key == "batch_no" else ln for ln in DEMO.fields()]
     content = LabelContent(lines=lines)
     for profile in PROFILES:
         parts = _layout_texts(compute_layout(profile, content), "batch_no")

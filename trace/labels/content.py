@@ -16,9 +16,12 @@ and the harvest date off a 40 x 30 mm label:
    and PNG horizontally condensed, never narrower than the profile's minimum (below). TSPL
    cannot scale its BF2 Chinese fonts; for an ASCII-only value a TSPL profile may name a
    built-in ASCII ``narrow_font`` (font "1": 8 dots per character instead of 12);
+   (steps 1-3 are tried for the value, then for each of its shorter forms: an origin
+   without its province, then without its city -- ``"华宁县盘溪镇"``);
 4. wrapped onto following lines, if the profile has lines to spare;
-5. only then an ellipsis: at the end for names, in the MIDDLE for identifiers (batch
-   numbers), keeping the head and the distinctive tail -- ``"HN-GJ-…11-001"``.
+5. only then an ellipsis, of the shortest form: at the end for names, in the MIDDLE for
+   identifiers (batch numbers), keeping the head and the distinctive tail --
+   ``"HN-GJ-…11-001"``.
 
 Minimum glyph width (step 3): a full-width (CJK) character cell of ``MIN_EM_MM`` = 2.0 mm,
 i.e. Latin characters 1.0 mm wide -- 8 dots at 203 dpi, as narrow as TSPL's smallest
@@ -86,12 +89,16 @@ class LabelLine(NamedTuple):
     """One field of the label: ``("batch_no", "批次", "HN-GJ-2026-11-001")``.
 
     The caption is printed before the value when there is room and dropped first when
-    there is not; ``""`` for fields that need none (a product name).
+    there is not; ``""`` for fields that need none (a product name). ``shorter`` are
+    complete but less specific forms of the value, longest first (an origin without its
+    province, then without its city), tried on one line before wrapping or cutting: on a
+    40 x 30 mm label "华宁县盘溪镇" says more than "云南省玉溪市华宁…".
     """
 
     key: str
     caption: str
     value: str
+    shorter: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,15 @@ class LabelContent:
                 key, caption, value = line[0], "", line[1]
             else:
                 key, caption, value = line[0], line[1], line[2]
-            out.append(LabelLine(key, clean_text(caption), clean_text(value)))
+            shorter = line.shorter if isinstance(line, LabelLine) else ()
+            out.append(
+                LabelLine(
+                    key,
+                    clean_text(caption),
+                    clean_text(value),
+                    tuple(clean_text(v) for v in shorter if v),
+                )
+            )
         return out
 
 
@@ -295,7 +310,7 @@ class TextLine:
     ``width_mm`` is the full-width (CJK) character cell: ``size_mm`` when set as designed,
     less when condensed; Latin characters take half of it. ``key`` is the field the line
     shows and ``fit`` how it was fitted: ``as-is``, ``no-caption``, ``narrow``, ``wrap``
-    or ``ellipsis``.
+    or ``ellipsis``; ``shorter+<how>`` when a shorter form of the value was printed.
     """
 
     text: str
@@ -387,17 +402,28 @@ class _Fitter:
         return em if em >= self.min_em_mm - 1e-6 else None
 
     def single(self, line: LabelLine) -> _Setting | None:
-        """Steps 1-3: the field on one line, or None."""
-        full = f"{line.caption} {line.value}" if line.caption else line.value
+        """Steps 1-3: the field on one line, or None; the value first, then each of its
+        shorter forms (fit ``shorter``, plus how that one was fitted)."""
+        for n, value in enumerate((line.value, *line.shorter)):
+            setting = self._single_value(line.caption, value)
+            if setting is not None:
+                if n:
+                    return _Setting(setting.texts, setting.width_mm, setting.font,
+                                    f"shorter+{setting.fit}")  # fmt: skip
+                return setting
+        return None
+
+    def _single_value(self, caption: str, value: str) -> _Setting | None:
+        full = f"{caption} {value}" if caption else value
         if self.fits(full, self.em_mm):
             return _Setting((full,), self.em_mm, self.font, "as-is")
-        if line.caption and self.fits(line.value, self.em_mm):
-            return _Setting((line.value,), self.em_mm, self.font, "no-caption")
-        em = self.condensed(line.value)
+        if caption and self.fits(value, self.em_mm):
+            return _Setting((value,), self.em_mm, self.font, "no-caption")
+        em = self.condensed(value)
         if em is not None:
-            return _Setting((line.value,), em, self.font, "narrow")
-        if self.narrow and line.value.isascii() and self.fits(line.value, self.narrow[1]):
-            return _Setting((line.value,), self.narrow[1], self.narrow[0], "narrow")
+            return _Setting((value,), em, self.font, "narrow")
+        if self.narrow and value.isascii() and self.fits(value, self.narrow[1]):
+            return _Setting((value,), self.narrow[1], self.narrow[0], "narrow")
         return None
 
     def wrapped(self, line: LabelLine, max_lines: int) -> _Setting | None:
@@ -420,14 +446,16 @@ class _Fitter:
         return _Setting(tuple(pieces), self.em_mm, self.font, "wrap")
 
     def ellipsis(self, line: LabelLine) -> _Setting:
-        """Step 5: shortened as narrow as allowed, then widened back as far as it fits."""
+        """Step 5: the shortest form shortened as narrow as allowed, then widened back as
+        far as it fits."""
         cut = middle_ellipsis if line.key in IDENTIFIER_KEYS else fit_text
-        if self.narrow and line.value.isascii():
+        value = line.shorter[-1] if line.shorter else line.value
+        if self.narrow and value.isascii():
             font, em = self.narrow
-            text = cut(line.value, self.max_mm / em, ASCII_ELLIPSIS)
+            text = cut(value, self.max_mm / em, ASCII_ELLIPSIS)
             return _Setting((text,), em, font, "ellipsis")
         em = self.min_em_mm or self.em_mm
-        text = cut(line.value, self.max_mm / em)
+        text = cut(value, self.max_mm / em)
         em = self.condensed(text) or em
         return _Setting((text,), em, self.font, "ellipsis")
 

@@ -280,8 +280,13 @@ def label_content(batch: Batch, template: dict[str, Any]) -> LabelContent:
     chosen = template.get("label", templates.DEFAULT_TEMPLATE["label"])
     site = batch.site
     origin = ""
+    origin_shorter: tuple[str, ...] = ()
     if site is not None:
-        origin = regions.full_name(site.region_code) + (site.township or "")
+        township = site.township or ""
+        origin = regions.full_name(site.region_code) + township
+        # Less specific forms for a narrow label: without the province, then the city.
+        names = regions.full_name(site.region_code, sep="\n").split("\n")
+        origin_shorter = tuple("".join(names[i:]) + township for i in range(1, len(names)))
     # (caption, value): the layout prints the caption when there is room and drops it
     # first when there is not (content.compute_layout), so it is never pre-joined here.
     values = {
@@ -292,7 +297,12 @@ def label_content(batch: Batch, template: dict[str, Any]) -> LabelContent:
         "origin": ("产地", origin),
         "grade": ("等级", batch.grade or ""),
     }
-    lines = [LabelLine(key, *values[key]) for key in chosen if key in values and values[key][1]]
+    shorter = {"origin": origin_shorter}
+    lines = [
+        LabelLine(key, *values[key], shorter.get(key, ()))
+        for key in chosen
+        if key in values and values[key][1]
+    ]
     return LabelContent(
         lines=lines, show_code_text="code_text" in chosen, show_serial="serial" in chosen
     )
