@@ -263,6 +263,13 @@ def test_api_lists_media(app: Flask, client: FlaskClient, world: World) -> None:
     assert video["poster_id"] == ids["photo.png"]
 
 
+def test_counterfeit_pages_of_odd_text_answer_200(client: FlaskClient, world: World) -> None:
+    for typed in ("%E4%B8%AD%E6%96%87", "abc.def", "a..b", "%F0%9F%8D%8A" * 3):
+        r = client.get("/q/" + typed)
+        assert r.status_code == 200, typed
+        assert 'data-verdict="counterfeit"' in r.get_data(as_text=True)
+
+
 def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(
     app: Flask, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,6 +288,11 @@ def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(
         tampered = token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:]
         for bad in (tampered, token.replace(".", ".1", 1), "", "x.y.z", "ü" * 9):
             assert consumer.read_token(bad, code) is None, bad
+        # Whatever was typed as the code (a counterfeit page's may hold dots or Chinese).
+        for typed in ("中文标签", "abc.def", "A" * 27):
+            odd = consumer.scan_token(record, typed)
+            assert odd.isascii() and consumer.read_token(odd, typed) == record
+            assert consumer.read_token(odd, code) is None
         # Tokens end with the scan's locate window.
         later = int(time.time()) + consumer.TOKEN_MAX_AGE + 5
         monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _self: later)
