@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,8 @@ from tests.factories import (
     mp4_bytes,
     png_bytes,
 )
+from trace.services import media
+from trace.services.storage import LocalStorage
 
 VIDEO = mp4_bytes(50_000)
 
@@ -274,3 +278,35 @@ def test_chunked_upload_without_length(world: World, size: int) -> None:
     else:
         assert_problem(r, 413)
         assert world.counts() == before and world.media_files() == files
+
+
+def test_sweep_removes_only_old_unreferenced_files(world: World) -> None:
+    """`flask media sweep`: what a failed request left behind goes; what an attachment
+    names, and anything written recently (an upload being committed), stays."""
+    storage = LocalStorage(world.media_dir)
+    kept = world.upload(HUANING, world.ids["batch_id"], png_bytes(77, 33), "kept.png")
+    assert kept.status_code == 201, kept.get_data(as_text=True)
+    sha = kept.get_json()["sha256"]
+    referenced = f"{sha[:2]}/{sha}"
+    # Stored like an upload whose row was never committed.
+    orphan = storage.save(io.BytesIO(b"orphan bytes " * 100), MAX_UPLOAD)
+    fresh = storage.save(io.BytesIO(b"fresh bytes " * 100), MAX_UPLOAD)
+    unfinished = world.media_dir / ".upload-killed-worker"
+    unfinished.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (storage.path(orphan.key), storage.path(referenced), unfinished):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+
+    with world.db() as s:
+        dry = media.sweep_unreferenced(s, storage, 3600, dry_run=True)
+    assert (dry.files, dry.bytes, dry.temp_files) == (1, orphan.size, 1)
+    assert storage.path(orphan.key).exists() and unfinished.exists()
+
+    result = world.app.test_cli_runner().invoke(args=["media", "sweep", "--older-than-hours", "1"])
+    assert result.exit_code == 0, result.output
+    assert "removed 1 unreferenced files" in result.output and "1 unfinished" in result.output
+    assert not storage.path(orphan.key).exists() and not unfinished.exists()
+    assert storage.path(fresh.key).exists()  # too recent to judge
+    assert storage.path(referenced).exists()
+    served = world.client.get(kept.get_json()["content_url"], headers=world.headers(HUANING))
+    assert served.status_code == 200 and hashlib.sha256(served.data).hexdigest() == sha

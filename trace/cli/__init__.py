@@ -14,6 +14,7 @@ CLI_MODULES = (
     "trace.cli.demo_scans",
     "trace.cli.analytics",
     "trace.cli.audit",
+    "trace.cli.media",
 )
 
 

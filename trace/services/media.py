@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import IO
 
 import filetype
@@ -15,7 +16,7 @@ from trace.models import Attachment, Batch, TraceEvent
 from trace.services import audit
 from trace.services.actors import Actor
 from trace.services.scope import get_visible, get_writable
-from trace.services.storage import Storage, TooLarge
+from trace.services.storage import LocalStorage, Storage, TooLarge
 
 #: What producers upload: photos, videos, and scanned certificates/reports.
 ALLOWED_TYPES = {
@@ -115,3 +116,39 @@ def list_attachments(session: Session, actor: Actor, batch_id: int) -> list[Atta
 
 def get_attachment(session: Session, actor: Actor, attachment_id: int) -> Attachment:
     return get_visible(session, Attachment, attachment_id, actor)
+
+
+# -- keeping the media directory tidy -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sweep:
+    files: int
+    bytes: int
+    temp_files: int
+
+
+def sweep_unreferenced(
+    session: Session, storage: LocalStorage, older_than_seconds: float, dry_run: bool = False
+) -> Sweep:
+    """Remove stored files no attachment row refers to, and stale upload temp files.
+
+    Such files are left when a request fails after its upload was stored (the row's
+    insert or the commit failed) or a worker is killed mid-upload. Only files older than
+    ``older_than_seconds`` are touched, so an upload whose row is being committed right
+    now is never raced; a file some attachment still names is never removed.
+    """
+    referenced = set(session.scalars(select(Attachment.storage_key).distinct()))
+    files = size = 0
+    for key, length in storage.files_older_than(older_than_seconds):
+        if key in referenced:
+            continue
+        files += 1
+        size += length
+        if not dry_run:
+            storage.delete(key)
+    temps = storage.stale_uploads(older_than_seconds)
+    if not dry_run:
+        for path in temps:
+            path.unlink(missing_ok=True)
+    return Sweep(files=files, bytes=size, temp_files=len(temps))

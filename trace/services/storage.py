@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -72,3 +74,23 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def files_older_than(self, seconds: float) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of stored files not written for ``seconds``. Saving replaces a
+        file (os.replace), so content uploaded again just now counts as new."""
+        cutoff = time.time() - seconds
+        if not self.root.is_dir():
+            return
+        for entry in sorted(self.root.glob("??/*")):
+            if entry.is_file() and not entry.name.startswith(".upload-"):
+                stat = entry.stat()
+                if stat.st_mtime < cutoff:
+                    yield f"{entry.parent.name}/{entry.name}", stat.st_size
+
+    def stale_uploads(self, seconds: float) -> list[Path]:
+        """Temporary files of uploads that never finished (a killed worker) and are older
+        than ``seconds``."""
+        cutoff = time.time() - seconds
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.glob(".upload-*") if p.stat().st_mtime < cutoff]
