@@ -1,8 +1,10 @@
-"""Per-request database session: the request owns the transaction (DESIGN.md §2)."""
+"""Per-request database session (the request owns the transaction, DESIGN.md §2) and
+per-app objects made on first use."""
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from flask import Flask, Response, current_app, g
 from sqlalchemy import Engine
@@ -10,6 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trace.config import Config
 from trace.services.storage import LocalStorage
+
+T = TypeVar("T")
+
+
+def per_app(key: str, make: Callable[[], T]) -> T:
+    """The current app's ``key`` object, made on first use: one per app and process (a
+    cache, a limiter, a signer), so two apps in one process (tests) never share one."""
+    found = current_app.extensions.get(key)
+    if found is None:
+        found = current_app.extensions.setdefault(key, make())
+    return cast(T, found)
 
 
 def config() -> Config:

@@ -40,10 +40,6 @@ class ClientRateLimit:
             FixedWindowRateLimiter(storage_from_string(storage_uri)) if self.item else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        return self.item is not None
-
     def check(self, client: str | None) -> None:
         """Count one request of `client`; raise 429 (with Retry-After) beyond the limit."""
         if self.item is None or self._limiter is None:

@@ -28,7 +28,7 @@ from trace.api.auth import current_device
 from trace.api.ratelimit import ClientRateLimit
 from trace.api.schemas.scans import DeviceScanIn, DeviceScanOut, ResolveOut
 from trace.crypto.keyring import Keyring
-from trace.extensions import config, db, engine
+from trace.extensions import config, db, engine, per_app
 from trace.models.enums import DeviceKind, ScanChannel
 from trace.services import resolve as resolver
 from trace.services import scanlog
@@ -54,28 +54,20 @@ def rules() -> scanlog.Rules:
 
 def resolve_cache() -> resolver.ContentCache:
     """One content cache per app: content of one database never answers for another."""
-    cache = current_app.extensions.get("trace.resolve_cache")
-    if cache is None:
-        cache = current_app.extensions.setdefault("trace.resolve_cache", resolver.ContentCache())
-    return cast(resolver.ContentCache, cache)
+    return per_app("trace.resolve_cache", resolver.ContentCache)
 
 
 def scan_buffer() -> ScanBuffer | None:
     """This app's write-behind scan buffer in this process, or None (synchronous writes)."""
-    buffer = current_app.extensions.get("trace.scan_buffer")
-    if buffer is None:
-        cfg = config()
-        if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
-            return None
-        buffer = current_app.extensions.setdefault(
-            "trace.scan_buffer",
-            ScanBuffer(
-                engine(),
-                interval=cfg.scan_log_flush_ms / 1000.0,
-                cap=cfg.scan_log_buffer_cap,
-            ),
-        )
-    return cast(ScanBuffer, buffer)
+    cfg = config()
+    if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
+        return None
+    return per_app(
+        "trace.scan_buffer",
+        lambda: ScanBuffer(
+            engine(), interval=cfg.scan_log_flush_ms / 1000.0, cap=cfg.scan_log_buffer_cap
+        ),
+    )
 
 
 def verdict_engine() -> Engine:
@@ -111,10 +103,10 @@ class Logged:
 def resolve_code(
     text: str, ctx: scanlog.ScanContext, now: datetime | None = None
 ) -> resolver.Resolution:
-    """The verdict on a scanned text, nothing logged. With the write-behind buffer the
-    resolver reads on its own connection and counts this worker's queued scans; the request
-    session is opened only if needed (content not cached yet, distance rule)."""
-    buffer = scan_buffer()
+    """The verdict on a scanned text, nothing logged. On PostgreSQL the resolver reads on
+    the verdict engine and, with the write-behind buffer, counts this worker's queued
+    scans; the request session is opened only if needed (content not cached yet, distance
+    rule, SQLite)."""
     return resolver.resolve(
         db,
         keyring(),
@@ -123,8 +115,8 @@ def resolve_code(
         rules(),
         resolve_cache(),
         now,
-        buffer,
-        verdict_engine() if buffer is not None else None,
+        scan_buffer(),
+        verdict_engine(),
     )
 
 
@@ -182,14 +174,11 @@ def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
 
 def resolve_limit() -> ClientRateLimit:
     """The resolve API's per-client limit, one per app (its store is per app too)."""
-    limit = current_app.extensions.get("trace.resolve_limit")
-    if limit is None:
-        cfg = config()
-        limit = current_app.extensions.setdefault(
-            "trace.resolve_limit",
-            ClientRateLimit("resolve", cfg.resolve_rate_limit, cfg.redis_url or "memory://"),
-        )
-    return cast(ClientRateLimit, limit)
+    cfg = config()
+    return per_app(
+        "trace.resolve_limit",
+        lambda: ClientRateLimit("resolve", cfg.resolve_rate_limit, cfg.redis_url or "memory://"),
+    )
 
 
 def _json(data: dict[str, Any]) -> Response:

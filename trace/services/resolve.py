@@ -35,6 +35,7 @@ publishes its section (``services.templates.PUBLIC_SECTIONS``).
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -47,7 +48,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Transformer
 from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
-from sqlalchemy import Engine, and_, bindparam, func, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from trace.crypto import codes
@@ -422,38 +423,19 @@ _FactsRow = namedtuple(  # type: ignore[misc]
 _UTC_COLUMNS = ("first_scan_at", "opened_at")
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """The query in PostgreSQL's own $n form (prepared through libpq: no per-call rewrite
-    of %(name)s placeholders) and the constant parameters around run_id and serial."""
+@functools.cache
+def _compiled_sql(dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """The query in PostgreSQL's own $n form, prepared once per connection through libpq,
+    and the parameter name of each $n (``run_id`` or ``serial``)."""
+    names: list[str] = []
 
-    sql: str
-    params: tuple[Any, ...]
-    names: tuple[str, ...]
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
 
-    def args(self, run_id: int, serial: int) -> tuple[Any, ...]:
-        given = {"run_id": run_id, "serial": serial}
-        return tuple(given.get(n, p) for n, p in zip(self.names, self.params, strict=True))
-
-
-_compiled: dict[str, _Compiled] = {}
-
-
-def _compiled_for(engine: Engine) -> _Compiled:
-    compiled = _compiled.get(engine.dialect.name)
-    if compiled is None:
-        c = _RUN_QUERY.compile(dialect=engine.dialect)
-        names: list[str] = []
-
-        def number(m: re.Match[str]) -> str:
-            if m.group(1) not in names:
-                names.append(m.group(1))
-            return f"${names.index(m.group(1)) + 1}"
-
-        sql = re.sub(r"%\((\w+)\)s", number, str(c))
-        params = tuple(c.params.get(n) for n in names)
-        compiled = _compiled[engine.dialect.name] = _Compiled(sql, params, tuple(names))
-    return compiled
+    sql = re.sub(r"%\((\w+)\)s", number, str(_RUN_QUERY.compile(dialect=dialect)))
+    return sql, tuple(names)
 
 
 #: A session, or a function that opens one when first needed: a warm resolve on
@@ -470,16 +452,11 @@ def read_facts(
 ) -> Any:
     """The verdict query's row (or None).
 
-    PostgreSQL: through libpq on a pooled connection in autocommit mode
-    (``_read_facts_libpq``): with the scan buffer, the verdict engine's own pool; without
-    it, the app's engine, switched to autocommit for the call.
-    Anywhere else, and whenever someone listens to the engine's statements (tests counting
-    queries, debugging), the same query goes through SQLAlchemy Core on the session.
+    PostgreSQL, given ``engine`` (the app's verdict engine): through libpq on one of its
+    pooled connections (``_read_facts_libpq``). Without an engine, anywhere else, and
+    whenever someone listens to the engine's statements (tests counting queries,
+    debugging), the same query goes through SQLAlchemy Core on the session.
     """
-    if engine is None:
-        session = _session(source)
-        bind = session.get_bind()
-        engine = bind if isinstance(bind, Engine) and not session.in_transaction() else None
     if (
         engine is None
         or engine.dialect.name != "postgresql"
@@ -524,24 +501,18 @@ def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ..
     ~55 µs of CPU and ~115 µs of wall time per call (non-blocking socket, a Python
     generator and poll() per step), PQexecPrepared ~14 µs and ~40 µs -- and the resolve
     API's per-scan CPU is what bounds scans per second per core (bench/RESULTS.md
-    "## Resolve"). libpq releases the GIL while it waits, like psycopg does.
-    The connection is in autocommit (the verdict engine's are from the start; others are
-    switched for the call), so the read opens no transaction and a failed read leaves
-    none behind: only a broken connection is taken out of the pool.
+    "## Resolve"). libpq releases the GIL while it waits, like psycopg does. The statement
+    runs on its own (a BEGIN is something psycopg's cursors send, not libpq), so the read
+    opens no transaction and a failed read leaves none behind: only a broken connection is
+    taken out of the pool.
     """
-    compiled = _compiled_for(engine)
-    args = [None if a is None else str(a).encode() for a in compiled.args(run_id, serial)]
+    sql, names = _compiled_sql(engine.dialect)
+    given = {"run_id": run_id, "serial": serial}
+    args: list[bytes | None] = [str(given[n]).encode() for n in names]
     raw = engine.raw_connection()
     conn: Any = raw.driver_connection
     try:
-        switch = not conn.autocommit
-        if switch:
-            conn.autocommit = True
-        try:
-            result = _exec_verdict(raw.info, conn, compiled.sql, args)
-        finally:
-            if switch:
-                conn.autocommit = False
+        result = _exec_verdict(raw.info, conn, sql, args)
         if result.ntuples == 0:
             return None
         loader = Transformer(conn)

@@ -310,11 +310,6 @@ class ScanBuffer:
                 break
         return result, pending
 
-    def pending(self, run_id: int, serial: int) -> Pending | None:
-        with self._lock:
-            code = self._codes.get((run_id, serial))
-            return code.view() if code is not None else None
-
     def __len__(self) -> int:
         return len(self._queue)
 
@@ -476,11 +471,6 @@ def _run(
 
 
 _buffers: weakref.WeakSet[ScanBuffer] = weakref.WeakSet()
-
-
-def flush_all() -> int:
-    """Flush every buffer of this process (tests, before reading the log)."""
-    return sum(b.flush() for b in list(_buffers))
 
 
 def close_all() -> None:

@@ -46,7 +46,7 @@ from trace.api.scans import (
     scan_buffer,
 )
 from trace.crypto import codes
-from trace.extensions import db
+from trace.extensions import db, per_app
 from trace.models import Attachment, LabelRun
 from trace.models.enums import RunStatus, ScanChannel, Verdict
 from trace.regions import lookup as regions
@@ -350,13 +350,8 @@ def _signer() -> TimestampSigner:
     """One per app. A signed ``<scan id>.<µs since epoch>.<code digest>``, URL-safe as it
     is: ~5 µs per page against ~38 µs for a URL-safe serializer's JSON, compression
     attempt and base64, on every phone page."""
-    signer = current_app.extensions.get("trace.scan_signer")
-    if signer is None:
-        signer = current_app.extensions.setdefault(
-            "trace.scan_signer",
-            TimestampSigner(current_app.config["SECRET_KEY"], salt="trace.scan"),
-        )
-    return cast(TimestampSigner, signer)
+    secret = current_app.config["SECRET_KEY"]
+    return per_app("trace.scan_signer", lambda: TimestampSigner(secret, salt="trace.scan"))
 
 
 def _code_digest(code: str) -> str:
