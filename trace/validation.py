@@ -1,4 +1,5 @@
-"""Check characters of Chinese and GS1 identifiers. Pure functions, no I/O."""
+"""Pure checks of user input, no I/O: check characters of Chinese and GS1 identifiers,
+text a database can store, redirect targets that stay on the site."""
 
 from __future__ import annotations
 
@@ -66,3 +67,20 @@ def is_valid_host(host: str) -> bool:
         return False
     labels = ascii_name.removesuffix(".").split(".")
     return len(ascii_name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def is_storable_text(text: str) -> bool:
+    """No NUL (PostgreSQL refuses it, also in a query) and no lone surrogate (not UTF-8)."""
+    return "\x00" not in text and not any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def is_local_path(target: str) -> bool:
+    """A redirect target on this site only: an open redirect would help phishing. Browsers
+    read a backslash as a slash ("/\\evil.example" leaves the site), and a control
+    character (CR LF) cannot go into a Location header at all."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)
+    )

@@ -105,7 +105,7 @@ class LabelLine(NamedTuple):
 class LabelContent:
     """Text that is the same on every label of a run.
 
-    ``lines`` are :class:`LabelLine` ``(key, caption, value)`` triples, printed one per
+    ``lines`` are :class:`LabelLine` rows ``(key, caption, value[, shorter])``, printed one per
     line in this order below the optional ``title``. A ``(key, text)`` pair is a line
     without a caption.
     """
@@ -116,7 +116,7 @@ class LabelContent:
     title: str | None = None
 
     def fields(self) -> list[LabelLine]:
-        """``lines`` as :class:`LabelLine` triples, cleaned for printing."""
+        """``lines`` as :class:`LabelLine` rows, cleaned for printing."""
         out = []
         for line in self.lines:
             if len(line) == 2:
@@ -309,8 +309,9 @@ class TextLine:
 
     ``width_mm`` is the full-width (CJK) character cell: ``size_mm`` when set as designed,
     less when condensed; Latin characters take half of it. ``key`` is the field the line
-    shows and ``fit`` how it was fitted: ``as-is``, ``no-caption``, ``narrow``, ``wrap``
-    or ``ellipsis``; ``shorter+<how>`` when a shorter form of the value was printed.
+    shows and ``fit`` how it was fitted: ``as-is``, ``no-caption``, ``narrow``, ``wrap``,
+    ``wrap+ellipsis`` or ``ellipsis``; ``shorter+<how>`` when a shorter form of the value
+    was printed.
     """
 
     text: str

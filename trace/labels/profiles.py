@@ -77,7 +77,8 @@ TSPL_FONT_CELLS: dict[str, tuple[int, int]] = {
     "TSS24.BF2": (24, 24),
     "TST24.BF2": (24, 24),
 }
-TSPL_ASCII_FONTS = ("1", "2", "3", "4", "5", "6", "7", "8")
+#: The built-in ASCII-only fonts (the rest are the BF2 Chinese fonts).
+TSPL_ASCII_FONTS = tuple(f for f in TSPL_FONT_CELLS if not f.endswith(".BF2"))
 
 
 class ProfileError(ValueError):

@@ -70,13 +70,16 @@ class ChainCheck:
 
 def verify(session: Session, batch: int = 5000) -> ChainCheck:
     """Re-hash the whole trail in order; an edited or removed entry breaks the chain there."""
-    ids: list[int] = []
+    read = 0
+    last_id: int | None = None  # verify_chain stops at the broken entry: the last one read
     stmt = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
     result = session.scalars(stmt)
 
     def links() -> Iterator[tuple[str, dict[str, Any], str]]:
+        nonlocal read, last_id
         for entry in result:
-            ids.append(entry.id)
+            read += 1
+            last_id = entry.id
             yield entry.prev_hash, _body(entry), entry.hash
 
     try:
@@ -84,4 +87,4 @@ def verify(session: Session, batch: int = 5000) -> ChainCheck:
     finally:
         # Stopping at a broken entry leaves a server-side cursor open on PostgreSQL.
         result.close()
-    return ChainCheck(entries=len(ids), broken_id=None if broken is None else ids[broken])
+    return ChainCheck(entries=read, broken_id=None if broken is None else last_id)

@@ -14,6 +14,7 @@ from trace.errors import Unauthenticated, ValidationFailed
 from trace.models import ApiToken, Device, User
 from trace.models.enums import EnterpriseStatus, Role
 from trace.services.actors import Actor
+from trace.validation import is_storable_text
 
 TOKEN_PREFIX = "trc_"
 DEVICE_TOKEN_PREFIX = "dev_"
@@ -75,16 +76,11 @@ def authenticate_token(session: Session, secret: str) -> User:
     return user
 
 
-def _storable(text: str) -> bool:
-    """No stored username has a NUL (PostgreSQL refuses it in a query) or a lone surrogate."""
-    return "\x00" not in text and not any("\ud800" <= ch <= "\udfff" for ch in text)
-
-
 def authenticate_password(session: Session, username: str, password: str) -> User:
     # A username no row can hold is unknown, not a query error (the sign-in form is unchecked).
     user = (
         session.scalars(select(User).where(User.username == username)).one_or_none()
-        if _storable(username)
+        if is_storable_text(username)
         else None
     )
     # Hash even when the user is unknown so timing does not reveal which usernames exist.

@@ -147,8 +147,5 @@ def sweep_unreferenced(
         size += length
         if not dry_run:
             storage.delete(key)
-    temps = storage.stale_uploads(older_than_seconds)
-    if not dry_run:
-        for path in temps:
-            path.unlink(missing_ok=True)
-    return Sweep(files=files, bytes=size, temp_files=len(temps))
+    temps = storage.remove_stale_uploads(older_than_seconds, dry_run)
+    return Sweep(files=files, bytes=size, temp_files=temps)

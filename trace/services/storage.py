@@ -81,16 +81,20 @@ class LocalStorage:
         cutoff = time.time() - seconds
         if not self.root.is_dir():
             return
-        for entry in sorted(self.root.glob("??/*")):
-            if entry.is_file() and not entry.name.startswith(".upload-"):
+        for entry in sorted(self.root.glob("??/*")):  # keys are "<2 hex>/<sha256>"
+            if entry.is_file():
                 stat = entry.stat()
                 if stat.st_mtime < cutoff:
                     yield f"{entry.parent.name}/{entry.name}", stat.st_size
 
-    def stale_uploads(self, seconds: float) -> list[Path]:
-        """Temporary files of uploads that never finished (a killed worker) and are older
-        than ``seconds``."""
+    def remove_stale_uploads(self, seconds: float, dry_run: bool = False) -> int:
+        """Temporary files of uploads that never finished (a killed worker), older than
+        ``seconds``: removed (unless ``dry_run``); returns how many there were."""
         cutoff = time.time() - seconds
         if not self.root.is_dir():
-            return []
-        return [p for p in self.root.glob(".upload-*") if p.stat().st_mtime < cutoff]
+            return 0
+        stale = [p for p in self.root.glob(".upload-*") if p.stat().st_mtime < cutoff]
+        if not dry_run:
+            for path in stale:
+                path.unlink(missing_ok=True)
+        return len(stale)

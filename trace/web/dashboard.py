@@ -16,7 +16,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -42,6 +42,7 @@ from trace.services import alerts, analytics, recalls, rollups
 from trace.services.actors import Actor
 from trace.services.analytics import DateRange, Scope, Table
 from trace.services.auth import actor_for
+from trace.validation import is_local_path
 from trace.web import i18n
 from trace.web.i18n import current_language
 from trace.web.i18n import translate as _
@@ -49,7 +50,7 @@ from trace.web.i18n import translate as _
 bp = Blueprint("dashboard", __name__)
 
 #: Regulators read times in Beijing time; the database and the API keep UTC.
-CST = timezone(timedelta(hours=8))
+CST = rollups.CST  # China time, as the rollups count days
 
 
 @bp.app_template_filter("cst")
@@ -504,9 +505,7 @@ def index() -> str:
 
 def _back(default: str) -> Response:
     target = request.form.get("next", "")
-    if not target.startswith("/") or target.startswith("//"):
-        target = default
-    return redirect(target)
+    return redirect(target if is_local_path(target) else default)
 
 
 def _act(action: Callable[[], Any], default: str) -> Response:

@@ -8,20 +8,9 @@ from werkzeug.wrappers import Response
 from trace.errors import Unauthenticated
 from trace.extensions import db
 from trace.services import auth
+from trace.validation import is_local_path
 
 bp = Blueprint("home", __name__)
-
-
-def _local_path(target: str) -> bool:
-    """Only local paths: an open redirect would help phishing. Browsers read a backslash
-    as a slash ("/\\evil.example" leaves the site), and a control character (CR LF) cannot
-    go into a Location header at all."""
-    return (
-        target.startswith("/")
-        and not target.startswith("//")
-        and "\\" not in target
-        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)
-    )
 
 
 @bp.get("/")
@@ -43,7 +32,7 @@ def login() -> Response | str:
             session.clear()
             session["user_id"] = user.id
             target = request.args.get("next", "")
-            if not _local_path(target):
+            if not is_local_path(target):
                 target = url_for("home.index")
             return redirect(target)
     return render_template("login.html", error=error)

@@ -10,24 +10,20 @@ from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, valida
 
 from trace.regions import lookup as regions
 from trace.services.scope import MAX_ID
+from trace.validation import is_storable_text
 
 Text = fields.String
 
 
-def _unstorable(text: str) -> bool:
-    """NUL bytes and lone surrogates: PostgreSQL refuses the first, UTF-8 the second."""
-    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
-
-
 def _bad_text(value: Any, path: str) -> dict[str, list[str]]:
     if isinstance(value, str):
-        if _unstorable(value):
+        if not is_storable_text(value):
             return {path: ["Contains a NUL character or an unpaired surrogate."]}
         return {}
     found: dict[str, list[str]] = {}
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(key, str) and _unstorable(key):
+            if isinstance(key, str) and not is_storable_text(key):
                 found[path or "_schema"] = ["A field name contains an unstorable character."]
                 continue
             found.update(_bad_text(item, f"{path}.{key}" if path else str(key)))

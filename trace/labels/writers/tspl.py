@@ -44,10 +44,6 @@ __all__ = ["ENCODING", "build_template", "job_header", "tspl_text", "write_tspl"
 ENCODING = "gb18030"
 FORBIDDEN = b'"\r\n'
 
-# Native cell size (width, height) in dots of TSPL built-in fonts, to derive the
-# multipliers from the profile's size in mm. Unknown fonts print at multiplier 1.
-FONT_CELLS = TSPL_FONT_CELLS
-
 
 def _num(value: float) -> str:
     return f"{value:g}"
@@ -59,7 +55,7 @@ def tspl_text(text: str) -> bytes:
 
 
 def _multipliers(font: str, size_dots: int, width_dots: int | None) -> tuple[int, int]:
-    cell = FONT_CELLS.get(font.upper())
+    cell = TSPL_FONT_CELLS.get(font.upper())  # unknown fonts print at multiplier 1
     if cell is None:
         return 1, 1
     my = min(10, max(1, round(size_dots / cell[1])))
