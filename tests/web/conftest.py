@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session
 
+from trace import pq
 from trace.config import Config
 from trace.crypto.keyring import Keyring
 from trace.models import CodeState, Device, LabelRun, ScanEvent
@@ -110,8 +112,9 @@ def world(app: Flask, demo: dict[str, Any]) -> Iterator[World]:
 
 
 @pytest.fixture
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends while the test runs."""
+def statements(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every SQL statement the app's engines send while the test runs: through SQLAlchemy,
+    and through libpq (trace.pq: the scan log's flush on PostgreSQL)."""
     seen: list[str] = []
     engines: list[Engine] = [app.extensions["trace.engine"]]
     if "trace.verdict_engine" in app.extensions:  # PostgreSQL: the scan verdict's own pool
@@ -120,8 +123,45 @@ def statements(app: Flask) -> Iterator[list[str]]:
     def _record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(" ".join(statement.split()))
 
+    real_run = pq.run
+
+    def _run(engine: Engine, statement: pq.Statement, args: Any) -> Any:
+        seen.append(" ".join(statement.sql.split()))
+        return real_run(engine, statement, args)
+
+    monkeypatch.setattr(pq, "run", _run)
     for engine in engines:
         event.listen(engine, "before_cursor_execute", _record)
     yield seen
     for engine in engines:
         event.remove(engine, "before_cursor_execute", _record)
+
+
+@contextmanager
+def scan_inserts_refused(app: Flask) -> Iterator[None]:
+    """Every insert into scan_events fails inside the database (a trigger), as a full
+    disk would make it: the scan log's real error path, on SQLite and PostgreSQL."""
+    engine: Engine = app.extensions["trace.engine"]
+    if engine.dialect.name == "postgresql":
+        create = [
+            "CREATE FUNCTION refuse_scan() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_scan BEFORE INSERT ON scan_events "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_scan()",
+        ]
+        drop = ["DROP TRIGGER refuse_scan ON scan_events", "DROP FUNCTION refuse_scan()"]
+    else:
+        create = [
+            "CREATE TRIGGER refuse_scan BEFORE INSERT ON scan_events "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        ]
+        drop = ["DROP TRIGGER refuse_scan"]
+    with engine.begin() as conn:
+        for sql in create:
+            conn.execute(text(sql))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            for sql in drop:
+                conn.execute(text(sql))

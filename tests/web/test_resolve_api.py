@@ -19,10 +19,10 @@ from urllib.parse import quote
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tests.conftest import IN_CI, TEST_KEYS, bearer
-from tests.web.conftest import PHONE_UA, World
+from tests.web.conftest import PHONE_UA, World, scan_inserts_refused
 from trace.app import close_app, create_app
 from trace.config import Config
 from trace.crypto.codes import B32_ALPHABET, VERSION_ALPHABET, mint
@@ -206,22 +206,15 @@ def test_genuine_code_costs_three_statements_and_no_n_plus_one(
 def test_failed_scan_log_still_answers_and_is_counted(
     app: Flask, client: FlaskClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = app.extensions["trace.engine"]
-
-    def _fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "INSERT INTO scan_events" in statement:
-            raise OSError("disk full")
-
     before = scanlog.failure_count()
-    event.listen(engine, "before_cursor_execute", _fail)
-    try:
-        with caplog.at_level(logging.ERROR, logger="trace.services.scanlog"):
-            api = _resolve(client, world.code(5))
-            world.flush()  # PostgreSQL: the buffer writes (and fails) behind the request
-            page = client.get("/q/" + world.code(5))
-            world.flush()
-    finally:
-        event.remove(engine, "before_cursor_execute", _fail)
+    with (
+        scan_inserts_refused(app),
+        caplog.at_level(logging.ERROR, logger="trace.services.scanlog"),
+    ):
+        api = _resolve(client, world.code(5))
+        world.flush()  # PostgreSQL: the buffer writes (and fails) behind the request
+        page = client.get("/q/" + world.code(5))
+        world.flush()
     assert api.status_code == 200 and api.json["verdict"] == "genuine"
     assert page.status_code == 200 and 'data-verdict="genuine"' in page.get_data(as_text=True)
     assert scanlog.failure_count() == before + 2

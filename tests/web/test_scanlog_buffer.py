@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from tests.conftest import migrated_pg_database, require_postgresql
 from tests.web.conftest import World
+from trace import pq
 from trace.app import close_app, create_app
 from trace.config import Config
 from trace.models import CodeState, ScanEvent
@@ -102,22 +103,23 @@ def test_counts_first_scan_and_suspicion_include_queued_scans(
     assert [s.verdict for s in world.scans()] == ["genuine"] * 5 + ["suspicious"] * 2
 
 
-def test_one_flush_is_one_statement(app: Flask, client: FlaskClient, world: World) -> None:
+def test_one_flush_is_one_statement(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(5):
         _api(client, world.code(i))
     _api(client, "A" + "B" * 26)  # counterfeit: logged without a code state
-    seen: list[str] = []
-    engine: Engine = app.extensions["trace.engine"]
+    seen: list[pq.Statement] = []
+    real = pq.run
 
-    def _record(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+    def _record(engine: Engine, statement: pq.Statement, args: Any) -> Any:
         seen.append(statement)
+        return real(engine, statement, args)
 
-    event.listen(engine, "before_cursor_execute", _record)
-    try:
-        assert _buffer(app).flush() == 6
-    finally:
-        event.remove(engine, "before_cursor_execute", _record)
-    assert len(seen) == 1 and "INSERT INTO scan_events" in seen[0]
+    monkeypatch.setattr(pq, "run", _record)
+    assert _buffer(app).flush() == 6
+    assert seen == [scanbuffer._FLUSH]
+    assert "INSERT INTO scan_events" in seen[0].sql and "INSERT INTO code_states" in seen[0].sql
     assert _in_db(app) == (6, 5)
 
 
@@ -159,25 +161,37 @@ def test_location_post_back_finds_a_queued_scan(
     assert state is not None and state.first_region_code == "530424"
 
 
+_REFUSE_THIRD_SCAN = """
+CREATE OR REPLACE FUNCTION refuse_third_scan() RETURNS trigger AS $$
+BEGIN
+    IF (SELECT count(*) FROM scan_events) >= 2 THEN
+        RAISE EXCEPTION 'disk full';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_scan BEFORE INSERT ON scan_events
+    FOR EACH ROW EXECUTE FUNCTION refuse_third_scan();
+"""
+
+
 def test_failed_flush_is_counted_and_logged_and_answers_are_unaffected(
     app: Flask, client: FlaskClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     code = world.code(5)
     engine: Engine = app.extensions["trace.engine"]
-
-    def _fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "INSERT INTO scan_events" in statement:
-            raise OSError("disk full")
-
     before = scanlog.failure_count()
     pages = [_api(client, code), client.get("/q/" + code), _api(client, code)]
     assert pages[0]["scan"]["count"] == 1 and pages[2]["scan"]["count"] == 3
-    event.listen(engine, "before_cursor_execute", _fail)
+    # A real failure inside the flush's statement, after some rows went in: a trigger
+    # refuses the third scan, so the whole statement (its own transaction) must undo.
+    with engine.begin() as conn:
+        conn.execute(text(_REFUSE_THIRD_SCAN))
     try:
         with caplog.at_level(logging.ERROR, logger="trace.services.scanlog"):
             assert _buffer(app).flush() == 0
     finally:
-        event.remove(engine, "before_cursor_execute", _fail)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_scan ON scan_events"))
     assert scanlog.failure_count() == before + 3  # every lost scan counts
     assert client.get("/api/v1/scans/log-health").json == {
         "scan_log_failures": before + 3,

@@ -62,10 +62,14 @@ def scan_buffer() -> ScanBuffer | None:
     cfg = config()
     if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
         return None
+    # On the verdict engine's pool: autocommit connections handed back without a reset,
+    # which is all a flush (one statement, its own transaction) needs.
     return per_app(
         "trace.scan_buffer",
         lambda: ScanBuffer(
-            engine(), interval=cfg.scan_log_flush_ms / 1000.0, cap=cfg.scan_log_buffer_cap
+            verdict_engine(),
+            interval=cfg.scan_log_flush_ms / 1000.0,
+            cap=cfg.scan_log_buffer_cap,
         ),
     )
 

@@ -45,12 +45,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-import psycopg
-from psycopg.adapt import Transformer
-from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
 from sqlalchemy import Dialect, Engine, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
+from trace import pq
 from trace.crypto import codes
 from trace.crypto.keyring import Keyring
 from trace.models import (
@@ -424,7 +422,7 @@ _UTC_COLUMNS = ("first_scan_at", "opened_at")
 
 
 @functools.cache
-def _compiled_sql(dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+def _verdict_statement(dialect: Dialect) -> tuple[pq.Statement, tuple[str, ...]]:
     """The query in PostgreSQL's own $n form, prepared once per connection through libpq,
     and the parameter name of each $n (``run_id`` or ``serial``)."""
     names: list[str] = []
@@ -435,7 +433,7 @@ def _compiled_sql(dialect: Dialect) -> tuple[str, tuple[str, ...]]:
         return f"${names.index(m.group(1)) + 1}"
 
     sql = re.sub(r"%\((\w+)\)s", number, str(_RUN_QUERY.compile(dialect=dialect)))
-    return sql, tuple(names)
+    return pq.Statement(b"trace_verdict_1", sql), tuple(names)
 
 
 #: A session, or a function that opens one when first needed: a warm resolve on
@@ -466,7 +464,7 @@ def read_facts(
         return _session(source).connection().execute(_RUN_QUERY, params).one_or_none()
     try:
         values = _read_facts_libpq(engine, run_id, serial)
-    except _ConnectionLost:
+    except pq.ConnectionLost:
         # After a server restart every pooled connection is dead, not only this one:
         # drop the pool's idle connections so the second try connects afresh.
         engine.dispose()
@@ -480,89 +478,13 @@ def read_facts(
     )
 
 
-#: Server-side name of the prepared verdict query, prepared once per pooled connection.
-_VERDICT_STATEMENT = b"trace_verdict_1"
-_PREPARED_FLAG = "trace.verdict_prepared"
-#: SQLSTATEs after which the statement is prepared again on the same connection: a
-#: migration changed a table the plan reads ("cached plan must not change result type",
-#: 0A000), or the statement is gone (26000).
-_PREPARE_AGAIN = frozenset({"0A000", "26000"})
-
-
-class _ConnectionLost(psycopg.OperationalError):
-    """The verdict query's connection is broken (server restart, idle timeout)."""
-
-
 def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ...] | None:
-    """One round trip through libpq's blocking PQexecPrepared (psycopg's documented
-    ``pq`` layer), rows decoded by psycopg's own loaders.
-
-    Why not a psycopg cursor: measured on the project machine, a cursor's execute costs
-    ~55 µs of CPU and ~115 µs of wall time per call (non-blocking socket, a Python
-    generator and poll() per step), PQexecPrepared ~14 µs and ~40 µs -- and the resolve
-    API's per-scan CPU is what bounds scans per second per core (bench/RESULTS.md
-    "## Resolve"). libpq releases the GIL while it waits, like psycopg does. The statement
-    runs on its own (a BEGIN is something psycopg's cursors send, not libpq), so the read
-    opens no transaction and a failed read leaves none behind: only a broken connection is
-    taken out of the pool.
-    """
-    sql, names = _compiled_sql(engine.dialect)
+    """One round trip: the verdict query prepared once per connection of the verdict
+    engine's pool and run through libpq (trace.pq: why, and what happens on errors)."""
+    statement, names = _verdict_statement(engine.dialect)
     given = {"run_id": run_id, "serial": serial}
-    args: list[bytes | None] = [str(given[n]).encode() for n in names]
-    raw = engine.raw_connection()
-    conn: Any = raw.driver_connection
-    try:
-        result = _exec_verdict(raw.info, conn, sql, args)
-        if result.ntuples == 0:
-            return None
-        loader = Transformer(conn)
-        loader.set_pgresult(result)
-        return tuple(loader.load_row(0, tuple))
-    except Exception as exc:
-        if conn.pgconn.status != ConnStatus.OK:
-            raw.invalidate()  # it does not go back to the pool
-            raise _ConnectionLost(str(exc)) from exc
-        raise
-    finally:
-        raw.close()
-
-
-def _exec_verdict(info: dict[str, Any], conn: Any, sql: str, args: list[bytes | None]) -> Any:
-    """The prepared statement's result on ``conn``, preparing it when needed."""
-    pgconn = conn.pgconn
-    for attempt in (1, 2):
-        if not info.get(_PREPARED_FLAG):
-            _check(conn, pgconn.prepare(_VERDICT_STATEMENT, sql.encode(), None))
-            info[_PREPARED_FLAG] = True
-        result = pgconn.exec_prepared(_VERDICT_STATEMENT, args)
-        if attempt == 1 and _sqlstate(result) in _PREPARE_AGAIN:
-            pgconn.exec_(b"DEALLOCATE " + _VERDICT_STATEMENT)  # fails harmlessly if gone
-            info[_PREPARED_FLAG] = False
-            continue
-        return _check(conn, result)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _sqlstate(result: Any) -> str | None:
-    if result.status == ExecStatus.TUPLES_OK:
-        return None
-    state = result.error_field(DiagnosticField.SQLSTATE)
-    return state.decode() if state else None
-
-
-def _check(conn: Any, result: Any) -> Any:
-    """``result`` if it succeeded; else the psycopg error class of its SQLSTATE."""
-    if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
-        return result
-    message = result.error_message.decode(conn.info.encoding, "replace").strip()
-    state = _sqlstate(result)
-    try:
-        error_class: type[psycopg.Error] = (
-            psycopg.errors.lookup(state) if state else psycopg.OperationalError
-        )
-    except KeyError:
-        error_class = psycopg.DatabaseError
-    raise error_class(message or "verdict query failed")
+    rows = pq.run(engine, statement, [str(given[n]).encode() for n in names])
+    return rows[0] if rows else None
 
 
 def resolve(

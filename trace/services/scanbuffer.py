@@ -3,10 +3,11 @@
 DESIGN.md §6 asks that every scan be logged "without slowing the response". With the
 buffer a resolve does not write at all: it appends the scan to this worker process's queue
 and answers; a background thread writes the queue every ``interval`` seconds (or sooner
-when ``batch`` scans are waiting) in ONE transaction and ONE statement:
+when ``batch`` scans are waiting) in ONE statement, which is its own transaction (run
+through libpq, trace.pq: no BEGIN/COMMIT round trips):
 
-* a multi-row insert into ``scan_events`` (``unnest`` of column arrays: the statement text
-  is the same for any number of rows, so PostgreSQL keeps it prepared);
+* a multi-row insert into ``scan_events`` (``json_to_recordset`` of one JSON array: the
+  statement text is the same for any number of rows, so it is prepared once);
 * the ``code_states`` upserts, aggregated per (run_id, serial) -- count, first scan, last
   scan, sticky suspicion -- and applied in (run_id, serial) order, so two workers flushing
   at once lock rows in the same order and cannot deadlock;
@@ -49,6 +50,7 @@ queue, reserved ids and thread of the parent are never shared.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
@@ -60,6 +62,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from trace import pq
 from trace.services import scanlog
 from trace.services.scanlog import ScanContext, ScanFacts, ScanRecord
 
@@ -148,22 +151,32 @@ _STATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("suspicious_reason", "TEXT"),
     ("updated_at", "TIMESTAMP"),
 )
+_STATE_NAMES = tuple(name for name, _ in _STATE_COLUMNS)
 
 
-def _unnest(columns: tuple[tuple[str, str], ...], prefix: str) -> str:
-    return ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns)
+def _recordset(columns: tuple[tuple[str, str], ...], param: str, alias: str) -> str:
+    """Rows from one JSON array parameter: json_to_recordset with the columns' types."""
+    kinds = ", ".join(f"{name} {kind}" for name, kind in columns)
+    return f"json_to_recordset(CAST({param} AS json)) AS {alias}({kinds})"
 
 
-#: The whole flush: relaxed commit, the scans, the code states (ordered: no deadlocks).
-#: Data-modifying CTEs always run; the final SELECT only reports what was written.
-_FLUSH = text(
+def _names(columns: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(name for name, _ in columns)
+
+
+#: The whole flush in one statement, so one transaction without BEGIN/COMMIT round trips:
+#: relaxed commit, the scans, the code states (ordered: no deadlocks). Rows arrive as two
+#: JSON arrays ($1 scans, $2 code states): the statement text is the same for any number
+#: of rows (prepared once per connection), and json.dumps is C code where psycopg's list
+#: dumper is Python per element. Data-modifying CTEs always run; the final SELECT only
+#: reports what was written.
+_FLUSH = pq.Statement(
+    b"trace_scan_flush_1",
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v), "
-    f"scan AS (INSERT INTO scan_events ({', '.join(n for n, _ in _COLUMNS)}) "
-    f"SELECT * FROM unnest({_unnest(_COLUMNS, 's_')}) RETURNING 1), "
-    f"state AS (INSERT INTO code_states ({', '.join(n for n, _ in _STATE_COLUMNS)}) "
-    f"SELECT * FROM unnest({_unnest(_STATE_COLUMNS, 'c_')}) "
-    "AS u(run_id, serial, scan_count, first_scan_at, first_region_code, last_scan_at, "
-    "last_region_code, suspicious_reason, updated_at) "
+    f"scan AS (INSERT INTO scan_events ({_names(_COLUMNS)}) "
+    f"SELECT {_names(_COLUMNS)} FROM {_recordset(_COLUMNS, '$1', 's')} RETURNING 1), "
+    f"state AS (INSERT INTO code_states ({_names(_STATE_COLUMNS)}) "
+    f"SELECT {_names(_STATE_COLUMNS)} FROM {_recordset(_STATE_COLUMNS, '$2', 'u')} "
     "ORDER BY run_id, serial "
     "ON CONFLICT (run_id, serial) DO UPDATE SET "
     "scan_count = code_states.scan_count + excluded.scan_count, "
@@ -174,15 +187,19 @@ _FLUSH = text(
     "last_region_code = coalesce(excluded.last_region_code, code_states.last_region_code), "
     "suspicious_reason = coalesce(code_states.suspicious_reason, excluded.suspicious_reason), "
     "updated_at = excluded.updated_at RETURNING 1) "
-    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v FROM relaxed"
+    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v FROM relaxed",
 )
 #: One row (an array), not n rows: reading 500 rows through a result cost more than this.
 _IDS = text("SELECT array_agg(nextval('scan_events_id_seq')) FROM generate_series(1, :n)")
 
 
-def _naive(at: datetime) -> datetime:
-    # The raw statement binds TIMESTAMP arrays: naive UTC, as UTCDateTime stores them.
-    return at.astimezone(UTC).replace(tzinfo=None)
+def _naive(at: datetime) -> str:
+    """A TIMESTAMP column's JSON value: naive UTC, as UTCDateTime stores them."""
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def _json(rows: list[dict[str, Any]]) -> bytes:
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class ScanBuffer:
@@ -354,28 +371,18 @@ class ScanBuffer:
             return written
 
     def _write(self, taken: list[_Scan]) -> int:
-        params: dict[str, Any] = {f"s_{name}": [] for name, _ in _COLUMNS}
-        for scan in taken:
-            for name, _ in _COLUMNS:
-                params[f"s_{name}"].append(scan.row[name])
-        states = self._states(taken)
-        for i, (name, _) in enumerate(_STATE_COLUMNS):
-            params[f"c_{name}"] = [s[i] for s in states]
-        committing = False
+        states = [dict(zip(_STATE_NAMES, state, strict=True)) for state in self._states(taken)]
+        args = [_json([scan.row for scan in taken]), _json(states)]
+        # The statement commits when it ends: from here until it has returned, readers
+        # cannot tell whether these scans are in the database yet (read() waits).
+        self._begin_commit()
         try:
-            with self.engine.connect() as conn:
-                conn.execute(_FLUSH, params)
-                self._begin_commit()
-                committing = True
-                try:
-                    conn.commit()
-                finally:
-                    self._end_commit(taken)
+            pq.run(self.engine, _FLUSH, args)
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
-            if not committing:
-                self._forget(taken)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
+        finally:
+            self._end_commit(taken)
         self.flushed += len(taken)
         return len(taken)
 
@@ -424,10 +431,6 @@ class ScanBuffer:
         with self._stable:
             self._gen += 1
             self._stable.notify_all()
-
-    def _forget(self, taken: list[_Scan]) -> None:
-        self._begin_commit()
-        self._end_commit(taken)
 
     # -- the thread ------------------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""Prepared statements through libpq on an engine's pooled psycopg connections.
+
+The scan path's two statements -- the verdict read (services.resolve) and the scan log's
+flush (services.scanbuffer) -- run here instead of through SQLAlchemy and psycopg's
+cursors. Measured on the project machine (bench/RESULTS.md "## Resolve"), a cursor's
+execute cost ~55 µs of CPU and ~115 µs of wall time per call (non-blocking socket, a
+Python generator and poll() per step), libpq's blocking PQexecPrepared ~14 µs and ~40 µs;
+psycopg's text dumper for list parameters is pure Python per element, which made the flush
+cost more client CPU than the scans it wrote. This is psycopg's documented ``pq`` layer
+(libpq itself) and its own row loaders, not a protocol implementation of ours.
+
+Rules every caller gets:
+
+* A statement is prepared once per pooled connection, under its name, and prepared again
+  when PostgreSQL refuses the plan after a migration ("cached plan must not change result
+  type", 0A000) or the statement is gone (26000).
+* Nothing here sends BEGIN (psycopg's cursors do, libpq does not): each statement is its
+  own transaction, committed when it ends, and a failed one leaves no transaction behind.
+* A broken connection (server restart, idle timeout) is taken out of the pool and raised
+  as :class:`ConnectionLost`; whether to retry is the caller's decision (a read may, a
+  write may not know whether it committed). Any other error is raised as psycopg's class
+  for its SQLSTATE, and the connection goes back to the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Transformer
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
+from sqlalchemy import Engine
+
+#: Names of the statements prepared on a pooled connection (kept in its ``info``).
+_PREPARED = "trace.prepared_statements"
+#: SQLSTATEs after which a statement is prepared again on the same connection.
+_PREPARE_AGAIN = frozenset({"0A000", "26000"})
+
+
+class ConnectionLost(psycopg.OperationalError):
+    """The statement's connection is broken; it was not returned to the pool."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A named statement in PostgreSQL's own ``$n`` parameter form."""
+
+    name: bytes
+    sql: str
+
+
+def run(
+    engine: Engine, statement: Statement, args: Sequence[bytes | None]
+) -> list[tuple[Any, ...]]:
+    """Execute ``statement`` with text-format ``args`` on one of ``engine``'s pooled
+    connections; its rows, decoded by psycopg's loaders."""
+    raw = engine.raw_connection()
+    conn: Any = raw.driver_connection
+    try:
+        result = _execute(raw.info, conn, statement, args)
+        if result.ntuples == 0:
+            return []
+        loader = Transformer(conn)
+        loader.set_pgresult(result)
+        return loader.load_rows(0, result.ntuples, tuple)
+    except Exception as exc:
+        if conn.pgconn.status != ConnStatus.OK:
+            raw.invalidate()  # it does not go back to the pool
+            raise ConnectionLost(str(exc)) from exc
+        raise
+    finally:
+        raw.close()
+
+
+def _execute(
+    info: dict[str, Any], conn: Any, statement: Statement, args: Sequence[bytes | None]
+) -> Any:
+    """The prepared statement's result on ``conn``, preparing it when needed."""
+    pgconn = conn.pgconn
+    prepared: set[bytes] = info.setdefault(_PREPARED, set())
+    for attempt in (1, 2):
+        if statement.name not in prepared:
+            _check(conn, pgconn.prepare(statement.name, statement.sql.encode(), None))
+            prepared.add(statement.name)
+        result = pgconn.exec_prepared(statement.name, args)
+        if attempt == 1 and _sqlstate(result) in _PREPARE_AGAIN:
+            pgconn.exec_(b"DEALLOCATE " + statement.name)  # fails harmlessly if gone
+            prepared.discard(statement.name)
+            continue
+        return _check(conn, result)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlstate(result: Any) -> str | None:
+    if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        return None
+    state = result.error_field(DiagnosticField.SQLSTATE)
+    return state.decode() if state else None
+
+
+def _check(conn: Any, result: Any) -> Any:
+    """``result`` if it succeeded; else the psycopg error class of its SQLSTATE."""
+    if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
+        return result
+    message = result.error_message.decode(conn.info.encoding, "replace").strip()
+    state = _sqlstate(result)
+    try:
+        error_class: type[psycopg.Error] = (
+            psycopg.errors.lookup(state) if state else psycopg.OperationalError
+        )
+    except KeyError:
+        error_class = psycopg.DatabaseError
+    raise error_class(message or "statement failed")
