@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from tests.conftest import bearer
 from tests.factories import event_body
 from trace.crypto.codes import mint
+from trace.models import Device, Enterprise, User
 from trace.services.keys import load_keyring
 
 
@@ -50,3 +52,59 @@ def test_suspended_enterprise_reads_but_does_not_write(
         "public_notice": "暂停销售",
     }
     assert client.post("/api/v1/recalls", json=recall, headers=coop).status_code == 201
+
+
+def test_suspended_enterprise_admin_changes_no_account_device_or_profile(
+    client: FlaskClient, demo: dict[str, Any]
+) -> None:
+    """The whole enterprise is read-only, its administrator included; switching a device
+    off and replacing a device's token (both reduce what a leaked token can do) stay open."""
+    coop, admin = bearer(demo["tokens"]["huaning-coop"]), bearer(demo["tokens"]["admin"])
+    enterprise_url = f"/api/v1/enterprises/{demo['enterprise_ids'][0]}"
+    device = client.post(
+        "/api/v1/devices",
+        json={"kind": "kiosk", "name": "门店一体机", "region_code": "530424"},
+        headers=coop,
+    )
+    assert device.status_code == 201, device.json
+    device_url = f"/api/v1/devices/{device.json['id']}"
+    assert (
+        client.patch(enterprise_url, json={"status": "suspended"}, headers=admin).status_code == 200
+    )
+
+    refused = [
+        client.patch(enterprise_url, json={"wechat_account": "hn-gj"}, headers=coop),
+        client.post(
+            "/api/v1/users",
+            json={
+                "username": "op-new",
+                "password": "a-long-password-1",
+                "role": "enterprise_operator",
+            },
+            headers=coop,
+        ),
+        client.post(
+            "/api/v1/devices",
+            json={"kind": "kiosk", "name": "第二台", "region_code": "530424"},
+            headers=coop,
+        ),
+        client.patch(device_url, json={"name": "改名"}, headers=coop),
+        client.patch(device_url, json={"is_active": True}, headers=coop),
+    ]
+    for r in refused:
+        assert r.status_code == 403 and r.mimetype == "application/problem+json", r.json
+        assert "suspended" in r.json["detail"]
+    with client.application.extensions["trace.sessions"]() as s:
+        enterprise = s.get(Enterprise, demo["enterprise_ids"][0])
+        assert enterprise is not None and enterprise.wechat_account != "hn-gj"
+        assert s.scalar(select(User.id).where(User.username == "op-new")) is None
+        assert s.scalar(select(Device.id).where(Device.name == "第二台")) is None
+        kept = s.get(Device, device.json["id"])
+        assert kept is not None and (kept.name, kept.is_active) == ("门店一体机", True)
+
+    off = client.patch(device_url, json={"is_active": False}, headers=coop)
+    assert off.status_code == 200 and off.json["is_active"] is False
+    assert client.post(f"{device_url}/token", headers=coop).status_code in (200, 201)
+    # The platform administrator still manages the enterprise.
+    r = client.patch(enterprise_url, json={"wechat_account": "hn-gj"}, headers=admin)
+    assert r.status_code == 200

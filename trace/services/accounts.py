@@ -106,6 +106,7 @@ def create_user(session: Session, actor: Actor, data: dict[str, Any]) -> User:
     if actor.is_platform_admin:
         pass
     elif actor.role is Role.ENTERPRISE_ADMIN and role is Role.ENTERPRISE_OPERATOR:
+        actor.require_not_suspended()
         if enterprise_id not in (None, actor.enterprise_id):
             # Refused rather than silently moved, so the admin learns the account is theirs.
             raise Forbidden("You can create accounts only in your own enterprise.")

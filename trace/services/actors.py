@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from trace.errors import Forbidden
 from trace.models.enums import Role
 
+#: What a suspended enterprise's accounts are told when they try to change something.
+SUSPENDED = (
+    "This enterprise is suspended by the platform: its records can be read, but nothing "
+    "can be added or changed and no labels can be issued. Recalls, switching a device off "
+    "and replacing a device's token stay possible."
+)
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -33,18 +40,22 @@ class Actor:
         """The enterprise this actor writes for; regulators and admins write no records."""
         if not self.is_enterprise or self.enterprise_id is None:
             raise Forbidden("Only an enterprise account can change production records.")
-        if self.enterprise_suspended:
-            # Recalls stay possible (they do not ask for a writer): a safety action is never
-            # blocked by an administrative one.
-            raise Forbidden(
-                "This enterprise is suspended by the platform: its records can be read, "
-                "but nothing can be added or changed and no labels can be issued."
-            )
+        self.require_not_suspended()
         return self.enterprise_id
 
+    def require_not_suspended(self) -> None:
+        """Suspension makes an enterprise's accounts read-only. Safety actions do not call
+        this: recalls (they ask for no writer), switching a device off and replacing a
+        leaked device token -- an administrative measure never blocks one."""
+        if self.enterprise_suspended:
+            raise Forbidden(SUSPENDED)
+
     def require_enterprise_admin(self) -> int:
+        """The enterprise of its administrator, who (like every account of a suspended
+        enterprise) changes nothing while it is suspended."""
         if self.role is not Role.ENTERPRISE_ADMIN or self.enterprise_id is None:
             raise Forbidden("Only the enterprise's administrator can do this.")
+        self.require_not_suspended()
         return self.enterprise_id
 
     def require_platform_admin(self) -> None:

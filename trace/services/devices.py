@@ -135,6 +135,8 @@ def update(session: Session, actor: Actor, device_id: int, changes: dict[str, An
     """Rename, move (region) or (de)activate a device. A deactivated device's token stops
     working at once (services.auth.authenticate_device checks is_active)."""
     device = _manageable(session, actor, device_id)
+    if changes != {"is_active": False}:
+        actor.require_not_suspended()  # switching a device off stays possible
     _check(None, changes.get("region_code"))
     for key in ("name", "region_code", "is_active"):
         if key in changes:

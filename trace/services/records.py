@@ -132,30 +132,32 @@ def _batch_no_taken(session: Session, enterprise_id: int, batch_no: str) -> bool
     return bool(session.scalar(stmt))
 
 
+def _batch_no_conflict(batch_no: str | None) -> Conflict:
+    """The one answer to a batch number the enterprise already uses (found by the check,
+    or by the unique constraint when a concurrent request took it first)."""
+    taken = f"{batch_no} exists in your enterprise." if batch_no else "Already exists."
+    return Conflict("Batch number already used.", fields={"batch_no": [taken]})
+
+
 def create_batch(session: Session, actor: Actor, data: dict[str, Any]) -> Batch:
     enterprise_id = actor.require_writer()
     _check_references(session, actor, data)
     if _batch_no_taken(session, enterprise_id, data["batch_no"]):
-        raise Conflict(
-            "Batch number already used.",
-            fields={"batch_no": [f"{data['batch_no']} exists in your enterprise."]},
-        )
+        raise _batch_no_conflict(data["batch_no"])
     batch = Batch(enterprise_id=enterprise_id, status=BatchStatus.OPEN.value, **data)
     session.add(batch)
-    _flush_batch_no(session)
+    _flush_batch_no(session, data["batch_no"])
     audit.record(session, actor, "create", "batch", batch.id, _audit_payload(data), enterprise_id)
     return batch
 
 
-def _flush_batch_no(session: Session) -> None:
+def _flush_batch_no(session: Session, batch_no: str | None) -> None:
     """Flush a new or renamed batch. The number was checked before, but a concurrent request
     may have taken it since: the unique constraint then answers, as a conflict."""
     try:
         session.flush()
     except IntegrityError as exc:
-        raise Conflict(
-            "Batch number already used.", fields={"batch_no": ["Already exists."]}
-        ) from exc
+        raise _batch_no_conflict(batch_no) from exc
 
 
 def list_batches(
@@ -203,12 +205,9 @@ def update_batch(session: Session, actor: Actor, batch_id: int, changes: dict[st
         and new_no != batch.batch_no
         and _batch_no_taken(session, batch.enterprise_id, new_no)
     ):
-        raise Conflict(
-            "Batch number already used.",
-            fields={"batch_no": [f"{new_no} exists in your enterprise."]},
-        )
+        raise _batch_no_conflict(new_no)
     _apply(batch, changes)
-    _flush_batch_no(session)
+    _flush_batch_no(session, new_no)
     if "harvest_date" in changes:  # without harvest events, the date decides the PHI check
         events.refresh_phi_flag(session, batch)
     audit.record(

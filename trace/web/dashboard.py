@@ -509,13 +509,9 @@ def _back(default: str) -> Response:
 
 
 def _act(action: Callable[[], Any], default: str) -> Response:
-    try:
-        action()
-    except DomainError as exc:
-        abort(
-            {"Not found": 404, "Not allowed": 403, "Conflict": 409}.get(exc.title, 400),
-            description=exc.detail,
-        )
+    """Run a form's action, then go back. A refused action (DomainError) goes to the one
+    error mapping (api.problems), which answers a page with the error's own status."""
+    action()
     return _back(default)
 
 
