@@ -422,7 +422,7 @@ _UTC_COLUMNS = ("first_scan_at", "opened_at")
 
 
 @functools.cache
-def _verdict_statement(dialect: Dialect) -> tuple[pq.Statement, tuple[str, ...]]:
+def verdict_statement(dialect: Dialect) -> tuple[pq.Statement, tuple[str, ...]]:
     """The query in PostgreSQL's own $n form, prepared once per connection through libpq,
     and the parameter name of each $n (``run_id`` or ``serial``)."""
     names: list[str] = []
@@ -481,7 +481,7 @@ def read_facts(
 def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ...] | None:
     """One round trip: the verdict query prepared once per connection of the verdict
     engine's pool and run through libpq (trace.pq: why, and what happens on errors)."""
-    statement, names = _verdict_statement(engine.dialect)
+    statement, names = verdict_statement(engine.dialect)
     given = {"run_id": run_id, "serial": serial}
     rows = pq.run(engine, statement, [str(given[n]).encode() for n in names])
     return rows[0] if rows else None
