@@ -1,7 +1,10 @@
 -- wrk script for bench_resolve.py: rotate through many valid codes, print a JSON summary.
--- env: CODES (file, one code per line), PREFIX (path before the code).
+-- env: CODES (file, one code per line), PREFIX (path before the code), START (where in the
+-- list this run begins; the bench passes where its previous run stopped, so many short runs
+-- spread their scans over all codes instead of scanning the list's head again each time).
 local codes = {}
 local prefix = os.getenv("PREFIX") or "/api/v1/resolve/"
+local start = tonumber(os.getenv("START") or "0") or 0
 for line in io.lines(os.getenv("CODES")) do
   codes[#codes + 1] = line
 end
@@ -15,8 +18,8 @@ function setup(thread)
 end
 
 function init(args)
-  -- each thread starts at its own place in the list
-  counter = (tonumber(tid) or 0) * math.floor(#codes / 2)
+  -- each thread starts at its own place in the list, half the list apart
+  counter = start + (tonumber(tid) or 0) * math.floor(#codes / 2)
 end
 
 function request()
