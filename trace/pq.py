@@ -35,6 +35,10 @@ from sqlalchemy import Engine
 
 #: Names of the statements prepared on a pooled connection (kept in its ``info``).
 _PREPARED = "trace.prepared_statements"
+#: A row decoder per statement and connection: looking up 20 columns' loaders by type for
+#: every result cost more than decoding the row. Dropped when the statement is prepared
+#: again (a migration may have changed a column's type).
+_DECODERS = "trace.statement_decoders"
 #: SQLSTATEs after which a statement is prepared again on the same connection.
 _PREPARE_AGAIN = frozenset({"0A000", "26000"})
 
@@ -62,9 +66,14 @@ def run(
         result = _execute(raw.info, conn, statement, args)
         if result.ntuples == 0:
             return []
-        loader = Transformer(conn)
-        loader.set_pgresult(result)
-        return loader.load_rows(0, result.ntuples, tuple)
+        decoders: dict[bytes, Any] = raw.info.setdefault(_DECODERS, {})
+        decoder = decoders.get(statement.name)
+        if decoder is None:
+            decoder = decoders[statement.name] = Transformer(conn)
+            decoder.set_pgresult(result)
+        else:
+            decoder.set_pgresult(result, set_loaders=False)
+        return decoder.load_rows(0, result.ntuples, tuple)
     except Exception as exc:
         if conn.pgconn.status != ConnStatus.OK:
             raw.invalidate()  # it does not go back to the pool
@@ -84,7 +93,10 @@ def _execute(
         if statement.name not in prepared:
             _check(conn, pgconn.prepare(statement.name, statement.sql.encode(), None))
             prepared.add(statement.name)
+            info.get(_DECODERS, {}).pop(statement.name, None)
         result = pgconn.exec_prepared(statement.name, args)
+        if result.status == ExecStatus.TUPLES_OK:
+            return result
         if attempt == 1 and _sqlstate(result) in _PREPARE_AGAIN:
             pgconn.exec_(b"DEALLOCATE " + statement.name)  # fails harmlessly if gone
             prepared.discard(statement.name)

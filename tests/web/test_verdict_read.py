@@ -151,3 +151,17 @@ def test_other_errors_keep_their_class_and_the_connection(app: Flask, world: Wor
     assert read_facts(_no_session, run_id, serial, engine) == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+
+
+def test_a_changed_column_type_is_decoded_by_its_new_loader(app: Flask, world: World) -> None:
+    """Row decoders are kept per statement and connection; after a migration changes what a
+    column returns, the re-prepared statement decodes it with the new type's loader."""
+    engine = _verdict_engine(app)
+    run_id, serial = _first_code(app, world)
+    assert isinstance(read_facts(_no_session, run_id, serial, engine).first_serial, int)
+    with app.extensions["trace.engine"].begin() as conn:
+        conn.execute(text("ALTER TABLE label_runs ALTER COLUMN first_serial TYPE text"))
+    fast = read_facts(_no_session, run_id, serial, engine)
+    with app.extensions["trace.sessions"]() as s:
+        oracle = read_facts(s, run_id, serial)
+    assert fast == oracle and fast.first_serial == str(serial)

@@ -46,10 +46,15 @@ def keyring() -> Keyring:
 
 
 def rules() -> scanlog.Rules:
-    cfg = config()
-    return scanlog.Rules(
-        max_scans=cfg.suspicious_scan_count, max_speed_kmh=cfg.suspicious_speed_kmh
-    )
+    """The suspicion rules of this app's configuration (made once per app)."""
+
+    def make() -> scanlog.Rules:
+        cfg = config()
+        return scanlog.Rules(
+            max_scans=cfg.suspicious_scan_count, max_speed_kmh=cfg.suspicious_speed_kmh
+        )
+
+    return per_app("trace.scan_rules", make)
 
 
 def resolve_cache() -> resolver.ContentCache:
@@ -59,6 +64,9 @@ def resolve_cache() -> resolver.ContentCache:
 
 def scan_buffer() -> ScanBuffer | None:
     """This app's write-behind scan buffer in this process, or None (synchronous writes)."""
+    made = current_app.extensions.get("trace.scan_buffer")
+    if made is not None:  # every scan asks twice: the quick answer first
+        return cast(ScanBuffer, made)
     cfg = config()
     if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
         return None
@@ -105,7 +113,10 @@ class Logged:
 
 
 def resolve_code(
-    text: str, ctx: scanlog.ScanContext, now: datetime | None = None
+    text: str,
+    ctx: scanlog.ScanContext,
+    now: datetime | None = None,
+    buffer: ScanBuffer | None = None,
 ) -> resolver.Resolution:
     """The verdict on a scanned text, nothing logged. On PostgreSQL the resolver reads on
     the verdict engine and, with the write-behind buffer, counts this worker's queued
@@ -119,7 +130,7 @@ def resolve_code(
         rules(),
         resolve_cache(),
         now,
-        scan_buffer(),
+        buffer if buffer is not None else scan_buffer(),
         verdict_engine(),
     )
 
@@ -128,8 +139,8 @@ def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
     """Resolve and log the scan (queued, or written and committed). The answer survives a
     failed write."""
     now = datetime.now(UTC)
-    res = resolve_code(text, ctx, now)
     buffer = scan_buffer()
+    res = resolve_code(text, ctx, now, buffer)
     if buffer is not None:
         return Logged(res, buffer.add(res.facts, ctx, now))  # counts its own failures
     session = db()
