@@ -17,7 +17,6 @@ class ScanEvent(Base):
         Index("ix_scan_events_region_time", "region_code", "scanned_at"),
         Index("ix_scan_events_enterprise_time", "enterprise_id", "scanned_at"),
         Index("ix_scan_events_run_serial", "run_id", "serial"),
-        Index("ix_scan_events_batch", "batch_id"),
     )
 
     # SQLite only autoincrements INTEGER primary keys; PostgreSQL gets a bigint.
