@@ -14,8 +14,9 @@ Rules every caller gets:
 * A statement is prepared once per pooled connection, under its name, and prepared again
   when PostgreSQL refuses the plan after a migration ("cached plan must not change result
   type", 0A000) or the statement is gone (26000).
-* Nothing here sends BEGIN (psycopg's cursors do, libpq does not): each statement is its
-  own transaction, committed when it ends, and a failed one leaves no transaction behind.
+* Unless asked to (``before_commit``), nothing here sends BEGIN (psycopg's cursors do,
+  libpq does not): each statement is its own transaction, committed when it ends. A
+  failed statement leaves no transaction behind either way.
 * A broken connection (server restart, idle timeout) is taken out of the pool and raised
   as :class:`ConnectionLost`; whether to retry is the caller's decision (a read may, a
   write may not know whether it committed). Any other error is raised as psycopg's class
@@ -24,13 +25,13 @@ Rules every caller gets:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg.adapt import Transformer
-from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus, TransactionStatus
 from sqlalchemy import Engine
 
 #: Names of the statements prepared on a pooled connection (kept in its ``info``).
@@ -56,47 +57,76 @@ class Statement:
 
 
 def run(
-    engine: Engine, statement: Statement, args: Sequence[bytes | None]
+    engine: Engine,
+    statement: Statement,
+    args: Sequence[bytes | None],
+    before_commit: Callable[[], None] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Execute ``statement`` with text-format ``args`` on one of ``engine``'s pooled
-    connections; its rows, decoded by psycopg's loaders."""
+    connections; its rows, decoded by psycopg's loaders.
+
+    Without ``before_commit`` the statement is its own transaction (one round trip). With
+    it, the statement runs inside BEGIN ... COMMIT and ``before_commit()`` is called
+    between the two, so a caller can mark the short moment in which the commit may or may
+    not have happened (the scan buffer's readers wait only for that, not for the
+    statement)."""
     raw = engine.raw_connection()
     conn: Any = raw.driver_connection
+    pgconn = conn.pgconn
     try:
-        result = _execute(raw.info, conn, statement, args)
-        if result.ntuples == 0:
-            return []
-        decoders: dict[bytes, Any] = raw.info.setdefault(_DECODERS, {})
-        decoder = decoders.get(statement.name)
-        if decoder is None:
-            decoder = decoders[statement.name] = Transformer(conn)
-            decoder.set_pgresult(result)
-        else:
-            decoder.set_pgresult(result, set_loaders=False)
-        return decoder.load_rows(0, result.ntuples, tuple)
+        result = _execute(raw.info, conn, statement, args, before_commit is not None)
+        rows = _decode(raw.info, conn, statement, result)
+        if before_commit is not None:
+            before_commit()
+            _check(conn, pgconn.exec_(b"COMMIT"))
+        return rows
     except Exception as exc:
-        if conn.pgconn.status != ConnStatus.OK:
+        if pgconn.status != ConnStatus.OK:
             raw.invalidate()  # it does not go back to the pool
             raise ConnectionLost(str(exc)) from exc
+        if pgconn.transaction_status != TransactionStatus.IDLE:
+            pgconn.exec_(b"ROLLBACK")  # nothing half-done goes back to the pool
         raise
     finally:
         raw.close()
 
 
+def _decode(info: dict[str, Any], conn: Any, statement: Statement, result: Any) -> Any:
+    if result.ntuples == 0:
+        return []
+    decoders: dict[bytes, Any] = info.setdefault(_DECODERS, {})
+    decoder = decoders.get(statement.name)
+    if decoder is None:
+        decoder = decoders[statement.name] = Transformer(conn)
+        decoder.set_pgresult(result)
+    else:
+        decoder.set_pgresult(result, set_loaders=False)
+    return decoder.load_rows(0, result.ntuples, tuple)
+
+
 def _execute(
-    info: dict[str, Any], conn: Any, statement: Statement, args: Sequence[bytes | None]
+    info: dict[str, Any],
+    conn: Any,
+    statement: Statement,
+    args: Sequence[bytes | None],
+    begin: bool,
 ) -> Any:
-    """The prepared statement's result on ``conn``, preparing it when needed."""
+    """The prepared statement's result on ``conn`` (after a BEGIN if ``begin``), preparing
+    it when needed."""
     pgconn = conn.pgconn
     prepared: set[bytes] = info.setdefault(_PREPARED, set())
     for attempt in (1, 2):
+        if begin:
+            _check(conn, pgconn.exec_(b"BEGIN"))
         if statement.name not in prepared:
             _check(conn, pgconn.prepare(statement.name, statement.sql.encode(), None))
             prepared.add(statement.name)
             info.get(_DECODERS, {}).pop(statement.name, None)
         result = pgconn.exec_prepared(statement.name, args)
-        if result.status == ExecStatus.TUPLES_OK:
+        if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
             return result
+        if begin:
+            pgconn.exec_(b"ROLLBACK")  # the failed statement aborted the transaction
         if attempt == 1 and _sqlstate(result) in _PREPARE_AGAIN:
             pgconn.exec_(b"DEALLOCATE " + statement.name)  # fails harmlessly if gone
             prepared.discard(statement.name)

@@ -125,9 +125,9 @@ def statements(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str
 
     real_run = pq.run
 
-    def _run(engine: Engine, statement: pq.Statement, args: Any) -> Any:
+    def _run(engine: Engine, statement: pq.Statement, args: Any, **kw: Any) -> Any:
         seen.append(" ".join(statement.sql.split()))
-        return real_run(engine, statement, args)
+        return real_run(engine, statement, args, **kw)
 
     monkeypatch.setattr(pq, "run", _run)
     for engine in engines:

@@ -112,9 +112,9 @@ def test_one_flush_is_one_statement(
     seen: list[pq.Statement] = []
     real = pq.run
 
-    def _record(engine: Engine, statement: pq.Statement, args: Any) -> Any:
+    def _record(engine: Engine, statement: pq.Statement, args: Any, **kw: Any) -> Any:
         seen.append(statement)
-        return real(engine, statement, args)
+        return real(engine, statement, args, **kw)
 
     monkeypatch.setattr(pq, "run", _record)
     assert _buffer(app).flush() == 6

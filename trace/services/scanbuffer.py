@@ -3,8 +3,8 @@
 DESIGN.md §6 asks that every scan be logged "without slowing the response". With the
 buffer a resolve does not write at all: it appends the scan to this worker process's queue
 and answers; a background thread writes the queue every ``interval`` seconds (or sooner
-when ``batch`` scans are waiting) in ONE statement, which is its own transaction (run
-through libpq, trace.pq: no BEGIN/COMMIT round trips):
+when ``batch`` scans are waiting) in ONE statement and ONE transaction (run through
+libpq, trace.pq):
 
 * a multi-row insert into ``scan_events`` (``json_to_recordset`` of one JSON array: the
   statement text is the same for any number of rows, so it is prepared once);
@@ -373,15 +373,24 @@ class ScanBuffer:
     def _write(self, taken: list[_Scan]) -> int:
         states = [dict(zip(_STATE_NAMES, state, strict=True)) for state in self._states(taken)]
         args = [_json([scan.row for scan in taken]), _json(states)]
-        # The statement commits when it ends: from here until it has returned, readers
-        # cannot tell whether these scans are in the database yet (read() waits).
-        self._begin_commit()
+        committing = False
+
+        def commit_begins() -> None:
+            # Readers wait only while the COMMIT is under way (until _end_commit): before
+            # it the database surely lacks these scans, after it surely has them -- or,
+            # if it failed, never will.
+            nonlocal committing
+            self._begin_commit()
+            committing = True
+
         try:
-            pq.run(self.engine, _FLUSH, args)
+            pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
         finally:
+            if not committing:  # failed before the commit: nothing was written
+                self._begin_commit()
             self._end_commit(taken)
         self.flushed += len(taken)
         return len(taken)

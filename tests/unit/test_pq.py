@@ -1,0 +1,99 @@
+"""trace.pq against a real PostgreSQL: a statement in its own transaction, or inside
+BEGIN ... COMMIT with the caller's hook between statement and commit (what the scan
+buffer's readers rely on), errors that leave a clean pooled connection, and statements
+prepared again after a migration inside a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine, text
+
+from tests.conftest import migrated_pg_database, require_postgresql
+from trace import pq
+from trace.db import make_engine
+
+require_postgresql("trace.pq (libpq)")
+
+INSERT = pq.Statement(b"test_probe_insert", "INSERT INTO pq_probe VALUES ($1) RETURNING n")
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    for url in migrated_pg_database():
+        eng = make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        with eng.connect() as conn:
+            conn.execute(text("CREATE TABLE pq_probe (n integer CHECK (n > 0))"))
+        try:
+            yield eng
+        finally:
+            eng.dispose()
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM pq_probe")).scalar_one())
+
+
+def _backend(engine: Engine) -> tuple[int, TransactionStatus]:
+    """The pooled connection's server process and libpq's transaction status."""
+    raw = engine.raw_connection()
+    try:
+        pgconn = raw.driver_connection.pgconn  # type: ignore[union-attr]
+        return int(pgconn.backend_pid), TransactionStatus(pgconn.transaction_status)
+    finally:
+        raw.close()
+
+
+def _insert_locks(engine: Engine) -> int:
+    """Transactions holding an insert's lock on pq_probe: one between INSERT and COMMIT."""
+    with engine.connect() as conn:
+        sql = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'pq_probe' AND l.mode = 'RowExclusiveLock'"
+        )
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def test_hook_runs_after_the_statement_and_before_the_commit(engine: Engine) -> None:
+    seen: list[tuple[int, int]] = []
+    rows = pq.run(
+        engine,
+        INSERT,
+        [b"7"],
+        before_commit=lambda: seen.append((_insert_locks(engine), _count(engine))),
+    )
+    assert rows == [(7,)]
+    assert seen == [(1, 0)]  # inserted and not committed when the hook ran
+    assert _insert_locks(engine) == 0
+    assert _count(engine) == 1
+    assert pq.run(engine, INSERT, [b"8"]) == [(8,)] and _count(engine) == 2  # no hook
+
+
+def test_a_failed_statement_leaves_no_transaction_and_keeps_the_connection(
+    engine: Engine,
+) -> None:
+    pid, _ = _backend(engine)
+    hooked: list[bool] = []
+    for hook in (lambda: hooked.append(True), None):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            pq.run(engine, INSERT, [b"-1"], before_commit=hook)
+    assert hooked == []  # no commit was attempted
+    assert _backend(engine) == (pid, TransactionStatus.IDLE)  # same connection, no transaction
+    assert pq.run(engine, INSERT, [b"3"], before_commit=lambda: None) == [(3,)]
+    assert _count(engine) == 1
+
+
+def test_statement_prepared_again_after_a_migration_inside_a_transaction(
+    engine: Engine,
+) -> None:
+    assert pq.run(engine, INSERT, [b"1"], before_commit=lambda: None) == [(1,)]
+    with engine.connect() as conn:  # the prepared plan's result type changes
+        conn.execute(
+            text("ALTER TABLE pq_probe DROP CONSTRAINT pq_probe_n_check, ALTER n TYPE text")
+        )
+    assert pq.run(engine, INSERT, [b"2"], before_commit=lambda: None) == [("2",)]
+    assert _count(engine) == 2
