@@ -70,8 +70,8 @@ def scan_buffer() -> ScanBuffer | None:
     cfg = config()
     if not cfg.scan_log_buffered or engine().dialect.name != "postgresql":
         return None
-    # On the verdict engine's pool: autocommit connections handed back without a reset,
-    # which is all a flush (one statement, its own transaction) needs.
+    # On the verdict engine's pool: connections handed back without a reset; a flush
+    # begins and commits its own transaction (trace.pq).
     return per_app(
         "trace.scan_buffer",
         lambda: ScanBuffer(

@@ -164,12 +164,12 @@ def _names(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in columns)
 
 
-#: The whole flush in one statement, so one transaction without BEGIN/COMMIT round trips:
-#: relaxed commit, the scans, the code states (ordered: no deadlocks). Rows arrive as two
-#: JSON arrays ($1 scans, $2 code states): the statement text is the same for any number
-#: of rows (prepared once per connection), and json.dumps is C code where psycopg's list
-#: dumper is Python per element. Data-modifying CTEs always run; the final SELECT only
-#: reports what was written.
+#: The whole flush in one statement (inside BEGIN ... COMMIT, see _write): relaxed commit,
+#: the scans, the code states (ordered: no deadlocks). Rows arrive as two JSON arrays ($1
+#: scans, $2 code states): the statement text is the same for any number of rows
+#: (prepared once per connection), and json.dumps is C code where psycopg's list dumper is
+#: Python per element. Data-modifying CTEs always run; the final SELECT only reports what
+#: was written.
 _FLUSH = pq.Statement(
     b"trace_scan_flush_1",
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v), "
