@@ -95,7 +95,7 @@ READING = (
     "the database); one prepared statement read through libpq on an autocommit pool gives "
     "the verdict's facts (row decoders kept per connection); the content JSON/HTML is "
     "serialised once per content version; each worker queues its scans and writes them "
-    "every 20 ms in one prepared statement that is its own transaction (rows as two JSON "
+    "every 20 ms in one prepared statement inside one transaction (rows as two JSON "
     "arrays). 'bare + one read' is Flask plus that same verdict statement and nothing else: "
     "the most any design that reads the database once per scan can reach on this machine, "
     "and it already gives up about a third of bare. "

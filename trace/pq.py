@@ -82,25 +82,43 @@ def run(
         return rows
     except Exception as exc:
         if pgconn.status != ConnStatus.OK:
-            raw.invalidate()  # it does not go back to the pool
             raise ConnectionLost(str(exc)) from exc
-        if pgconn.transaction_status != TransactionStatus.IDLE:
-            pgconn.exec_(b"ROLLBACK")  # nothing half-done goes back to the pool
         raise
     finally:
+        # Also after an interruption (KeyboardInterrupt, SystemExit): never back to the
+        # pool inside a transaction or broken, as the pool resets nothing.
+        if not _idle_after_rollback(pgconn):
+            raw.invalidate()  # it does not go back to the pool
         raw.close()
+
+
+def _idle_after_rollback(pgconn: Any) -> bool:
+    """Whether the connection is usable and outside a transaction, after rolling back
+    whatever a failure left open."""
+    try:
+        if pgconn.status == ConnStatus.OK and pgconn.transaction_status != TransactionStatus.IDLE:
+            pgconn.exec_(b"ROLLBACK")
+        return bool(
+            pgconn.status == ConnStatus.OK and pgconn.transaction_status == TransactionStatus.IDLE
+        )
+    except Exception:
+        return False
 
 
 def _decode(info: dict[str, Any], conn: Any, statement: Statement, result: Any) -> Any:
     if result.ntuples == 0:
         return []
-    decoders: dict[bytes, Any] = info.setdefault(_DECODERS, {})
-    decoder = decoders.get(statement.name)
-    if decoder is None:
-        decoder = decoders[statement.name] = Transformer(conn)
-        decoder.set_pgresult(result)
-    else:
+    decoders: dict[bytes, tuple[int, Any]] = info.setdefault(_DECODERS, {})
+    kept = decoders.get(statement.name)
+    # A kept decoder is used only for a result of its own width (psycopg's C loader does
+    # not check); a re-prepared statement has already dropped it.
+    if kept is not None and kept[0] == result.nfields:
+        decoder = kept[1]
         decoder.set_pgresult(result, set_loaders=False)
+    else:
+        decoder = Transformer(conn)
+        decoder.set_pgresult(result)
+        decoders[statement.name] = (result.nfields, decoder)
     return decoder.load_rows(0, result.ntuples, tuple)
 
 

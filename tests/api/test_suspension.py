@@ -3,6 +3,7 @@ its printed labels keep resolving, and it can still recall a batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from tests.conftest import bearer
 from tests.factories import event_body
 from trace.crypto.codes import mint
-from trace.models import Device, Enterprise, User
+from trace.models import Device, Enterprise, LabelRun, User
 from trace.services.keys import load_keyring
 
 
@@ -108,3 +109,21 @@ def test_suspended_enterprise_admin_changes_no_account_device_or_profile(
     # The platform administrator still manages the enterprise.
     r = client.patch(enterprise_url, json={"wechat_account": "hn-gj"}, headers=admin)
     assert r.status_code == 200
+
+
+def test_the_server_cli_issues_no_labels_for_a_suspended_enterprise(
+    client: FlaskClient, demo: dict[str, Any], tmp_path: Path
+) -> None:
+    admin = bearer(demo["tokens"]["admin"])
+    enterprise_url = f"/api/v1/enterprises/{demo['enterprise_ids'][0]}"
+    assert (
+        client.patch(enterprise_url, json={"status": "suspended"}, headers=admin).status_code == 200
+    )
+    out = tmp_path / "run.zpl"
+    args = ["labels", "issue", "--batch", str(demo["batch_id"]), "--count", "5"]
+    args += ["--profile", "zpl-203dpi-40x30", "--format", "zpl", "--out", str(out)]
+    refused = client.application.test_cli_runner().invoke(args=args)
+    assert refused.exit_code != 0 and "suspended" in refused.output
+    assert not out.exists()
+    with client.application.extensions["trace.sessions"]() as s:
+        assert s.scalar(select(LabelRun.id).where(LabelRun.batch_id == demo["batch_id"])) is None

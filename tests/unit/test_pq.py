@@ -97,3 +97,38 @@ def test_statement_prepared_again_after_a_migration_inside_a_transaction(
         )
     assert pq.run(engine, INSERT, [b"2"], before_commit=lambda: None) == [("2",)]
     assert _count(engine) == 2
+
+
+_FAIL_AT_COMMIT = """
+CREATE FUNCTION pq_probe_refuse() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION 'refused at commit'; END $$ LANGUAGE plpgsql;
+CREATE CONSTRAINT TRIGGER pq_probe_at_commit AFTER INSERT ON pq_probe
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pq_probe_refuse();
+"""
+
+
+def test_a_failed_commit_raises_and_returns_an_idle_connection(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text(_FAIL_AT_COMMIT))
+    pid, _ = _backend(engine)
+    hooked: list[bool] = []
+    with pytest.raises(psycopg.errors.RaiseException, match="refused at commit"):
+        pq.run(engine, INSERT, [b"5"], before_commit=lambda: hooked.append(True))
+    assert hooked == [True]  # the statement succeeded; the commit failed
+    assert _backend(engine) == (pid, TransactionStatus.IDLE)
+    assert _count(engine) == 0
+
+
+def test_a_connection_lost_at_commit_is_raised_as_such_and_replaced(engine: Engine) -> None:
+    pid, _ = _backend(engine)
+
+    def kill_the_connection() -> None:
+        with engine.connect() as other:  # a second pooled connection, not the busy one
+            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    with pytest.raises(pq.ConnectionLost):
+        pq.run(engine, INSERT, [b"6"], before_commit=kill_the_connection)
+    assert _count(engine) == 0
+    new_pid, status = _backend(engine)
+    assert new_pid != pid and status == TransactionStatus.IDLE
+    assert pq.run(engine, INSERT, [b"6"], before_commit=lambda: None) == [(6,)]

@@ -114,7 +114,8 @@ def world(app: Flask, demo: dict[str, Any]) -> Iterator[World]:
 @pytest.fixture
 def statements(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every SQL statement the app's engines send while the test runs: through SQLAlchemy,
-    and through libpq (trace.pq: the scan log's flush on PostgreSQL)."""
+    and through libpq (trace.pq: the scan log's flush on PostgreSQL; its statement, not
+    the BEGIN/COMMIT around it)."""
     seen: list[str] = []
     engines: list[Engine] = [app.extensions["trace.engine"]]
     if "trace.verdict_engine" in app.extensions:  # PostgreSQL: the scan verdict's own pool

@@ -103,7 +103,7 @@ def test_counts_first_scan_and_suspicion_include_queued_scans(
     assert [s.verdict for s in world.scans()] == ["genuine"] * 5 + ["suspicious"] * 2
 
 
-def test_one_flush_is_one_statement(
+def test_one_flush_is_one_prepared_statement(
     app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(5):
@@ -183,7 +183,7 @@ def test_failed_flush_is_counted_and_logged_and_answers_are_unaffected(
     pages = [_api(client, code), client.get("/q/" + code), _api(client, code)]
     assert pages[0]["scan"]["count"] == 1 and pages[2]["scan"]["count"] == 3
     # A real failure inside the flush's statement, after some rows went in: a trigger
-    # refuses the third scan, so the whole statement (its own transaction) must undo.
+    # refuses the third scan, so the whole flush (one transaction) must undo.
     with engine.begin() as conn:
         conn.execute(text(_REFUSE_THIRD_SCAN))
     try:
@@ -202,6 +202,26 @@ def test_failed_flush_is_counted_and_logged_and_answers_are_unaffected(
     # The lost scans no longer count; the log works again.
     assert _api(client, code)["scan"]["count"] == 1
     assert _buffer(app).flush() == 1 and _in_db(app) == (1, 1)
+
+
+def test_a_flush_after_a_server_restart_loses_nothing(
+    app: Flask, client: FlaskClient, world: World
+) -> None:
+    """Every pooled connection dead (a server restart): nothing was written, so the flush
+    tries once more on a fresh connection instead of dropping the scans."""
+    for i in range(3):
+        _api(client, world.code(60 + i))
+    engine: Engine = app.extensions["trace.verdict_engine"]
+    held = [engine.connect() for _ in range(2)]
+    pids = [c.execute(text("SELECT pg_backend_pid()")).scalar_one() for c in held]
+    for c in held:
+        c.close()
+    with app.extensions["trace.engine"].connect() as admin:
+        for pid in pids:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    before = scanlog.failure_count()
+    assert _buffer(app).flush() == 3
+    assert scanlog.failure_count() == before and _in_db(app) == (3, 3)
 
 
 def test_full_queue_drops_and_counts(app: Flask, world: World) -> None:

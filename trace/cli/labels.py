@@ -12,8 +12,8 @@ from trace.errors import DomainError
 from trace.extensions import config, db
 from trace.labels.profiles import list_profiles
 from trace.labels.writers import FORMATS
-from trace.models import Batch, LabelRun, User
-from trace.models.enums import Role, RunStatus
+from trace.models import Batch, Enterprise, LabelRun, User
+from trace.models.enums import EnterpriseStatus, Role, RunStatus
 from trace.services import labels
 from trace.services.actors import Actor
 from trace.services.auth import actor_for
@@ -33,7 +33,16 @@ def _actor_for_batch(batch_id: int, username: str | None) -> Actor:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise click.ClickException(f"no batch {batch_id}")
-    return Actor(user_id=None, role=Role.ENTERPRISE_ADMIN, enterprise_id=batch.enterprise_id)
+    enterprise = session.get(Enterprise, batch.enterprise_id)
+    return Actor(
+        user_id=None,
+        role=Role.ENTERPRISE_ADMIN,
+        enterprise_id=batch.enterprise_id,
+        # On the server too, a suspended enterprise issues no labels.
+        enterprise_suspended=(
+            enterprise is not None and enterprise.status == EnterpriseStatus.SUSPENDED.value
+        ),
+    )
 
 
 def _fail(exc: DomainError) -> click.ClickException:

@@ -10,8 +10,8 @@ from trace.models.enums import Role
 #: What a suspended enterprise's accounts are told when they try to change something.
 SUSPENDED = (
     "This enterprise is suspended by the platform: its records can be read, but nothing "
-    "can be added or changed and no labels can be issued. Recalls, switching a device off "
-    "and replacing a device's token stay possible."
+    "can be added or changed and no labels can be issued. Recalls stay possible, and its "
+    "administrator can still switch a device off or replace a device's token."
 )
 
 

@@ -371,8 +371,6 @@ class ScanBuffer:
             return written
 
     def _write(self, taken: list[_Scan]) -> int:
-        states = [dict(zip(_STATE_NAMES, state, strict=True)) for state in self._states(taken)]
-        args = [_json([scan.row for scan in taken]), _json(states)]
         committing = False
 
         def commit_begins() -> None:
@@ -384,7 +382,17 @@ class ScanBuffer:
             committing = True
 
         try:
-            pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
+            states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(taken)]
+            args = [_json([scan.row for scan in taken]), _json(states)]
+            try:
+                pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
+            except pq.ConnectionLost:
+                if committing:
+                    raise  # the commit may have happened: a retry could log them twice
+                # Nothing was written. After a server restart every pooled connection is
+                # dead: drop them all and try once more on a fresh one.
+                self.engine.dispose()
+                pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
