@@ -6,9 +6,15 @@ fixture is parametrised so database tests run on PostgreSQL too.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +23,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
+from werkzeug.security import generate_password_hash
 
 from trace.app import close_app, create_app
 from trace.cli.db import upgrade
 from trace.config import Config
 from trace.db import make_engine
+from trace.services import auth as auth_service
 
 PG_URL = os.environ.get("TRACE_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI") == "true"
@@ -30,38 +38,94 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TEST_KEYS = "0:000102030405060708090a0b0c0d0e0f,master:" + "11" * 32
 
 
-def _pg_database(schema_name: str) -> tuple[str, Any]:
-    """A fresh schema on the test PostgreSQL, dropped afterwards."""
+def _database_url(name: str) -> str:
+    """TRACE_TEST_DATABASE_URL with its database replaced by ``name``."""
     assert PG_URL
-    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    base, _, rest = PG_URL.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (f"?{rest}" if rest else "")
+
+
+@functools.cache
+def _pg_template() -> str:
+    """A PostgreSQL database migrated once per test session: each test gets a copy of it
+    (CREATE DATABASE ... TEMPLATE copies files) instead of running every migration again,
+    which was most of the suite's time on PostgreSQL. Dropped when the session ends."""
+    name = f"trace_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_URL or "", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema_name}"
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    upgrade(_database_url(name))  # its engine is disposed: nobody stays connected
 
     def drop() -> None:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
-    return url, drop
+    atexit.register(drop)
+    return name
+
+
+def _pg_database(name: str) -> tuple[str, Any]:
+    """A fresh database on the test PostgreSQL, migrated to head (a copy of the session's
+    template), and the function that drops it."""
+    assert PG_URL
+    template = _pg_template()
+    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return _database_url(name), drop
+
+
+@functools.cache
+def _sqlite_template() -> Path:
+    """A SQLite database migrated once per test session, copied for each test."""
+    folder = Path(tempfile.mkdtemp(prefix="trace-test-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "template.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _sqlite_database(path: Path) -> str:
+    """A migrated SQLite database at ``path`` (a consistent copy of the template)."""
+    with (
+        closing(sqlite3.connect(_sqlite_template())) as source,
+        closing(sqlite3.connect(path)) as target,
+    ):
+        source.backup(target)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests create many accounts (the demo alone six), and the production hash (werkzeug's
+    scrypt) costs ~140 ms each on the project machine: most of a demo-loading test's time.
+    Tests hash with one round of salted PBKDF2 instead -- the same code path, stored and
+    checked the same way; tests marked real_password_hashing keep the production hash."""
+    if request.node.get_closest_marker("real_password_hashing"):
+        return
+    fast = functools.partial(generate_password_hash, method="pbkdf2:sha256:1")
+    monkeypatch.setattr(auth_service, "generate_password_hash", fast)
 
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
-        upgrade(url)
-        yield url
+        yield _sqlite_database(tmp_path / "test.sqlite3")
         return
     yield from migrated_pg_database()
 
 
 def migrated_pg_database() -> Iterator[str]:
-    """A fresh, migrated schema on the test PostgreSQL for one test (dropped after it)."""
+    """A fresh, migrated database on the test PostgreSQL for one test (dropped after it)."""
     url, drop = _pg_database("t_" + uuid.uuid4().hex[:12])
     try:
-        upgrade(url)
         yield url
     finally:
         drop()

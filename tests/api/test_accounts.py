@@ -280,3 +280,17 @@ def test_enterprise_admin_edits_own_contact_but_not_status(world: World) -> None
     assert_problem(r, 404)
     r = world.client.patch(url, json={"contact_phone": "1"}, headers=world.headers(HUANING_REG))
     assert_problem(r, 403)
+
+
+@pytest.mark.real_password_hashing
+def test_stored_passwords_use_a_memory_hard_hash() -> None:
+    """The production hash (tests elsewhere use a cheap one for speed): scrypt, salted,
+    checked by werkzeug; the password itself is nowhere in it."""
+    from werkzeug.security import check_password_hash
+
+    from trace.services.auth import hash_password
+
+    stored = hash_password("demo-pass-2026")
+    assert stored.startswith("scrypt:") and "demo-pass-2026" not in stored
+    assert check_password_hash(stored, "demo-pass-2026")
+    assert hash_password("demo-pass-2026") != stored  # salted
