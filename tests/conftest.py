@@ -13,7 +13,7 @@ import shutil
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
@@ -55,14 +55,17 @@ def _pg_template() -> str:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     upgrade(_database_url(name))  # its engine is disposed: nobody stays connected
+    atexit.register(_dropper(admin, name))
+    return name
 
+
+def _dropper(admin: Engine, name: str) -> Callable[[], None]:
     def drop() -> None:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
-    atexit.register(drop)
-    return name
+    return drop
 
 
 def _pg_database(name: str) -> tuple[str, Any]:
@@ -73,13 +76,7 @@ def _pg_database(name: str) -> tuple[str, Any]:
     admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return _database_url(name), drop
+    return _database_url(name), _dropper(admin, name)
 
 
 @functools.cache

@@ -451,15 +451,10 @@ def read_facts(
     """The verdict query's row (or None).
 
     PostgreSQL, given ``engine`` (the app's verdict engine): through libpq on one of its
-    pooled connections (``_read_facts_libpq``). Without an engine, anywhere else, and
-    whenever someone listens to the engine's statements (tests counting queries,
-    debugging), the same query goes through SQLAlchemy Core on the session.
+    pooled connections (``_read_facts_libpq``). Without an engine, and on SQLite, the same
+    query goes through SQLAlchemy Core on the session.
     """
-    if (
-        engine is None
-        or engine.dialect.name != "postgresql"
-        or engine.dispatch.before_cursor_execute
-    ):
+    if engine is None or engine.dialect.name != "postgresql":
         params = {"run_id": run_id, "serial": serial}
         return _session(source).connection().execute(_RUN_QUERY, params).one_or_none()
     try:
