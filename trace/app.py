@@ -82,6 +82,11 @@ def create_app(config: Config | None = None) -> Flask:
     )
     config.instance_dir.mkdir(parents=True, exist_ok=True)
     app.session_interface = LazyCookieSessions()
+    from trace.web.fastpath import ScanFastPath
+
+    # Scans skip Flask's request pipeline (trace/web/fastpath.py); under ProxyFix, so they
+    # see the client's address as Flask's routes do.
+    app.wsgi_app = ScanFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     if config.proxy_hops:
         # Behind N proxies the client is the Nth address from the right of X-Forwarded-For;
         # anything further left was written by the client and is not trusted.

@@ -95,14 +95,21 @@ def flush_scan_log() -> None:
         buffer.flush()
 
 
-def client_context(channel: str, **extra: Any) -> scanlog.ScanContext:
-    """User-agent class and keyed IP hash of the current request (never the raw IP)."""
+def scan_context(
+    channel: str, user_agent: str | None, remote_addr: str | None, **extra: Any
+) -> scanlog.ScanContext:
+    """User-agent class and keyed IP hash of a client (never the raw IP)."""
     return scanlog.ScanContext(
         channel=channel,
-        ua_class=scanlog.ua_class(request.headers.get("User-Agent")),
-        ip_hash=scanlog.ip_hash(keyring(), request.remote_addr),
+        ua_class=scanlog.ua_class(user_agent),
+        ip_hash=scanlog.ip_hash(keyring(), remote_addr),
         **extra,
     )
+
+
+def client_context(channel: str, **extra: Any) -> scanlog.ScanContext:
+    """scan_context of the current request."""
+    return scan_context(channel, request.headers.get("User-Agent"), request.remote_addr, **extra)
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,16 @@ def resolve_limit() -> ClientRateLimit:
     )
 
 
+def resolve_api(code: str, user_agent: str | None, remote_addr: str | None) -> Response:
+    """The public resolve API's answer for one client: rate limit, resolve, log, JSON.
+    The route below and the scan fast path (trace.web.fastpath) both answer with it."""
+    # Per client address; Redis when TRACE_REDIS_URL is set, so the limit holds across
+    # gunicorn workers. TRACE_RESOLVE_RATE_LIMIT=off disables it.
+    resolve_limit().check(remote_addr)
+    logged = resolve_and_log(code, scan_context(ScanChannel.API.value, user_agent, remote_addr))
+    return resolution_json(logged.resolution)
+
+
 def _json(data: dict[str, Any]) -> Response:
     response = cast(Response, current_app.json.response(data))
     # Every call is a scan: never answer from a cache.
@@ -224,11 +241,7 @@ class Resolve(MethodView):
         `code` is the code text or the label's whole QR URL. A code that is not ours is
         answered with exactly `{"verdict": "counterfeit"}`, whatever was wrong with it.
         """
-        # Per client address; Redis when TRACE_REDIS_URL is set, so the limit holds across
-        # gunicorn workers. TRACE_RESOLVE_RATE_LIMIT=off disables it.
-        resolve_limit().check(request.remote_addr)
-        logged = resolve_and_log(code, client_context(ScanChannel.API.value))
-        return resolution_json(logged.resolution)
+        return resolve_api(code, request.headers.get("User-Agent"), request.remote_addr)
 
 
 @blp.route("/scans")

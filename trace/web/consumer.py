@@ -44,6 +44,7 @@ from trace.api.scans import (
     resolve_code,
     rules,
     scan_buffer,
+    scan_context,
 )
 from trace.crypto import codes
 from trace.extensions import db, per_app
@@ -419,7 +420,14 @@ def scan_page(code: str) -> Response:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
         res = resolve_code(code, ctx)
         return _page(code, res, replay)
-    logged = resolve_and_log(code, client_context(ScanChannel.PHONE.value))
+    return phone_scan(code, request.headers.get("User-Agent"), request.remote_addr)
+
+
+def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> Response:
+    """A phone's scan of ``code``: resolve, log, the page. The route above and the scan
+    fast path (trace.web.fastpath) both answer with it."""
+    ctx = scan_context(ScanChannel.PHONE.value, user_agent, remote_addr)
+    logged = resolve_and_log(code, ctx)
     return _page(code, logged.resolution, logged.record)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.datastructures import LanguageAccept
 
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
@@ -31,14 +32,27 @@ def add_messages(messages: dict[str, dict[str, str]]) -> None:
     MESSAGES.update(messages)
 
 
+def choose_language(asked: str | None, accept: LanguageAccept | None) -> str:
+    """The page's language: the one asked for (``?lang=``, else the cookie) if we have
+    it, else the browser's preference (Accept-Language), else zh."""
+    if asked in LANGUAGES:
+        return asked
+    best = accept.best_match(["zh", "zh-CN", "en"], default="zh") if accept else None
+    return "en" if best and best.startswith("en") else DEFAULT_LANGUAGE
+
+
+def use_language(lang: str) -> None:
+    """Fix the language of what is rendered in this app context (translate, pages)."""
+    g.lang = lang
+
+
 def current_language() -> str:
     if "lang" in g:
         return str(g.lang)
-    chosen = request.args.get("lang") or request.cookies.get(COOKIE)
-    if chosen not in LANGUAGES:
-        best = request.accept_languages.best_match(["zh", "zh-CN", "en"], default="zh")
-        chosen = "en" if best and best.startswith("en") else DEFAULT_LANGUAGE
-    g.lang = chosen
+    chosen = choose_language(
+        request.args.get("lang") or request.cookies.get(COOKIE), request.accept_languages
+    )
+    use_language(chosen)
     return chosen
 
 
@@ -64,6 +78,11 @@ def init_app(app: Flask) -> None:
         if chosen in LANGUAGES:
             response.set_cookie(COOKIE, chosen, max_age=365 * 24 * 3600, samesite="Lax")
         if response.mimetype == "text/html":
-            response.vary.add("Accept-Language")
-            response.vary.add("Cookie")
+            vary_by_language(response)
         return response
+
+
+def vary_by_language(response: Response) -> None:
+    """An HTML page's language follows Accept-Language and the cookie: caches must too."""
+    response.vary.add("Accept-Language")
+    response.vary.add("Cookie")
