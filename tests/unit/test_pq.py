@@ -6,11 +6,12 @@ prepared again after a migration inside a transaction."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from tests.conftest import migrated_pg_database, require_postgresql
 from trace import pq
@@ -39,13 +40,14 @@ def _count(engine: Engine) -> int:
 
 
 def _backend(engine: Engine) -> tuple[int, TransactionStatus]:
-    """The pooled connection's server process and libpq's transaction status."""
-    raw = engine.raw_connection()
+    """The server process and libpq's transaction status of the connection the next
+    pq.run would use (a kept one first, see pq._take)."""
+    raw = pq._take(engine)
     try:
         pgconn = raw.driver_connection.pgconn  # type: ignore[union-attr]
         return int(pgconn.backend_pid), TransactionStatus(pgconn.transaction_status)
     finally:
-        raw.close()
+        pq._keep(engine, raw)
 
 
 def _insert_locks(engine: Engine) -> int:
@@ -132,3 +134,28 @@ def test_a_connection_lost_at_commit_is_raised_as_such_and_replaced(engine: Engi
     new_pid, status = _backend(engine)
     assert new_pid != pid and status == TransactionStatus.IDLE
     assert pq.run(engine, INSERT, [b"6"], before_commit=lambda: None) == [(6,)]
+
+
+_PID = pq.Statement(b"pq_probe_pid", "SELECT pg_backend_pid()")
+
+
+def test_statements_reuse_a_kept_connection_and_dispose_gives_it_back(engine: Engine) -> None:
+    pool = engine.pool
+    first = pq.run(engine, _PID, [])
+    checkouts: list[object] = []
+
+    def checkout(*args: object) -> None:
+        checkouts.append(args)
+
+    event.listen(engine, "checkout", checkout)
+    try:
+        assert [pq.run(engine, _PID, []) for _ in range(3)] == [first] * 3
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert checkouts == []  # no pool checkout per statement
+    assert pool.checkedout() == 1  # the kept one
+    (kept,) = pq._kept[engine]
+    driver: psycopg.Connection[Any] = kept.driver_connection  # type: ignore[assignment]
+    engine.dispose()  # gives it back to the disposed pool, which closes it
+    assert driver.closed and engine not in pq._kept
+    assert pq.run(engine, _PID, []) != first  # a fresh connection from the new pool
