@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trace.db import Base, UTCDateTime, utcnow
@@ -22,14 +22,17 @@ class ScanEvent(Base):
     # SQLite only autoincrements INTEGER primary keys; PostgreSQL gets a bigint.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     scanned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The ids below name label_runs, enterprises, batches, products and devices rows, which
+    # are never deleted; they are not foreign keys: checking five of them per scan cost as
+    # much as the insert itself (migrations/versions/0004).
     #: Null for codes that failed verification (counterfeit): nothing to point at.
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("label_runs.id"))
+    run_id: Mapped[int | None] = mapped_column(Integer)
     serial: Mapped[int | None] = mapped_column(BigInteger)
-    enterprise_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id"))
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
-    product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
+    enterprise_id: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[int | None] = mapped_column(Integer)
+    product_id: Mapped[int | None] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(20))
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    device_id: Mapped[int | None] = mapped_column(Integer)
     #: County of the scan (6-digit code) when known: device region or opt-in location.
     region_code: Mapped[str | None] = mapped_column(String(6))
     verdict: Mapped[str] = mapped_column(String(20))
@@ -45,7 +48,8 @@ class CodeState(Base):
 
     __tablename__ = "code_states"
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("label_runs.id"), primary_key=True)
+    # A label run's id, not a foreign key (see ScanEvent, migrations/versions/0004).
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     scan_count: Mapped[int] = mapped_column(default=0)
     first_scan_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
