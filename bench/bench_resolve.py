@@ -23,7 +23,7 @@ What it does, all on 127.0.0.1:
    printed too; p50 = the median of the rounds' p50; p99 = the worst round's p99; errors
    (socket errors) and non-2xx summed. Scan events == answered: scan_events rows per channel
    ('api' for the resolve API, 'phone' for the page) written from just before the first
-   round until 2 s after the last (the write-behind buffer writes every 20 ms), against
+   round until 2 s after the last (the write-behind buffer writes every 100 ms), against
    the requests the app answered over the same span (gunicorn's access log, which has a
    line for every response the app produced, also the few wrk gave up on at its deadline;
    wrk's own count is shown beside it).
@@ -95,7 +95,7 @@ READING = (
     "the database); one prepared statement read through libpq on an autocommit pool gives "
     "the verdict's facts (row decoders kept per connection); the content JSON/HTML is "
     "serialised once per content version; each worker queues its scans and writes them "
-    "every 20 ms in one prepared statement inside one transaction (rows as two JSON "
+    "every 100 ms in one prepared statement inside one transaction (rows as two JSON "
     "arrays). 'bare + one read' is Flask plus that same verdict statement and nothing else: "
     "the most any design that reads the database once per scan can reach on this machine, "
     "and it already gives up about a third of bare. "
@@ -400,7 +400,7 @@ def interleave(endpoints: list[Endpoint], codes: Codes, db_url: str) -> dict[str
                 flush=True,
             )
     # In-flight responses finish and reach the access log; the write-behind buffer (every
-    # 20 ms) writes the last scans.
+    # 100 ms) writes the last scans.
     time.sleep(2)
     events_after = scan_events_by_channel(db_url)
     for ep in endpoints:
@@ -445,7 +445,7 @@ def record(rows: dict[str, Row], verdicts: dict[str, bool], note: str) -> None:
         f"{RUN_SIZE:,}-label run; bare + one read is bench/bare_read_app.py (Flask + the "
         "verdict statement once per request through libpq, nothing else: the floor of any "
         "design that reads the database once per scan; shown, not a target); scan log "
-        "write-behind buffer on (default on PostgreSQL, flush every 20 ms); rate limit off "
+        "write-behind buffer on (default on PostgreSQL, flush every 100 ms); rate limit off "
         f"except in the row marked Redis limit ({REDIS_LIMIT!r}, storage {REDIS_URL}; its own "
         f"server after the rounds, interleaved with bare the same way, {ROUNDS} × "
         f"{ROUND_SECONDS} s, its × bare against those rounds' bare). Scan events == answered "

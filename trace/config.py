@@ -36,8 +36,11 @@ class Config:
     #: Scan log write-behind buffer (services/scanbuffer.py): "auto" = on for PostgreSQL,
     #: off for SQLite (which keeps the synchronous write in the request); "on" / "off".
     scan_log_buffer: str = "auto"
-    #: How often the buffer's thread writes queued scans (milliseconds).
-    scan_log_flush_ms: int = 20
+    #: How often the buffer's thread writes queued scans (milliseconds). Each write costs a
+    #: transaction's round trips and commit whatever it carries: at 20 ms PostgreSQL spent
+    #: ~0.3 ms per scan, at 100 ms ~0.22 (bench/RESULTS.md); what a crash can lose and how
+    #: long other workers miss a queued scan stay a tenth of a second.
+    scan_log_flush_ms: int = 100
     #: Queued scans per worker process beyond which new scans are dropped and counted
     #: (the database is down or too slow): memory stays bounded.
     scan_log_buffer_cap: int = 20_000

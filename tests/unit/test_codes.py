@@ -332,3 +332,49 @@ def test_batch_across_internal_chunk_boundary(ring: Keyring) -> None:
     batch = mint_batch(ring, 4, 10, edge + 50, key_version=5)
     for i in [0, edge - 2, edge - 1, edge, edge + 1, edge + 49]:
         assert batch[i].decode() == _oracle(ring.cipher_key(5), 5, 4, 10 + i)
+
+
+def _parse_oracle(ring: Keyring, text: str) -> CodeId | None:
+    """parse as written with the libraries: base64.b32decode and a fresh AES context."""
+    text = text.strip()
+    if len(text) != codes.CODE_LENGTH or not text.isascii():
+        return None
+    text = text.upper()
+    if text[0] not in codes.VERSION_ALPHABET:
+        return None
+    version = codes.VERSION_ALPHABET.index(text[0])
+    if version not in ring.versions:
+        return None
+    body = text[1:]
+    if body[-1] not in codes.B32_ALPHABET or codes.B32_ALPHABET.index(body[-1]) & 0b11:
+        return None
+    try:
+        block = base64.b32decode(body + "======")
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+    decryptor = Cipher(algorithms.AES(ring.cipher_key(version)), modes.ECB()).decryptor()
+    plain = decryptor.update(block) + decryptor.finalize()
+    if plain[8:] != bytes(8):
+        return None
+    return CodeId(int.from_bytes(plain[:4], "big"), int.from_bytes(plain[4:8], "big"), version)
+
+
+def test_parse_agrees_with_base64_and_a_fresh_cipher(ring: Keyring) -> None:
+    """parse reads the base32 body as one integer and keeps one AES context per thread and
+    key; the oracle decodes with base64.b32decode and a new context every time."""
+    rnd = random.Random(18004)
+    texts = [mint(ring, rnd.randrange(1, 2**32), rnd.randrange(2**32)) for _ in range(300)]
+    texts += [mint(ring, 9, 9, version) for version in ring.versions]
+    ascii_ = string.ascii_letters + string.digits + " _+-=!/\t"
+    for text in list(texts):
+        for _ in range(10):  # one character replaced, case changed, or blanks around it
+            i = rnd.randrange(len(text))
+            texts.append(text[:i] + rnd.choice(ascii_) + text[i + 1 :])
+        texts += [text.lower(), f" {text}\n", text[:-1] + "=", text[:-1]]
+    texts += ["".join(rnd.choice(ascii_) for _ in range(27)) for _ in range(2000)]
+    texts += ["A" + "2" * 26, "A" + "A" * 26, "Z" * 27]
+    parsed = 0
+    for text in texts:
+        assert parse(ring, text) == _parse_oracle(ring, text), text
+        parsed += parse(ring, text) is not None
+    assert parsed >= 300  # the oracle is not just refusing everything

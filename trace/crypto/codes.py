@@ -39,9 +39,8 @@ alphanumeric set (5.5 bits/char instead of 8: version 3 instead of 4 at ECC M).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +80,18 @@ QR_ALPHANUMERIC = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 
 _ZERO_CHECK = bytes(8)
 _VERSION_OF = {ch: i for i, ch in enumerate(VERSION_ALPHABET)}
-_B32_VALUE = {ch: i for i, ch in enumerate(B32_ALPHABET)}
+#: str.translate table: each base32 letter to its value as a digit of int(..., 32); every
+#: other ASCII character to "!", which int() refuses (so "0", "_", " ", "+" never pass).
+_B32_DIGITS = {
+    code: ("0123456789abcdefghijklmnopqrstuv"[B32_ALPHABET.index(chr(code))])
+    if chr(code) in B32_ALPHABET
+    else "!"
+    for code in range(128)
+}
+#: Per thread: an AES-ECB decryptor per key. Building one costs more than decrypting a
+#: block, and ECB keeps no state between whole blocks; a context is not shared between
+#: threads.
+_decryptors = threading.local()
 
 
 @dataclass(frozen=True)
@@ -276,16 +286,15 @@ def parse(keyring: Keyring, text: Any) -> CodeId | None:
     version = _VERSION_OF.get(text[0])
     if version is None or version not in keyring.versions:
         return None
-    body = text[1:]
-    last = _B32_VALUE.get(body[-1])
-    if last is None or last & 0b11:  # spare bits must be zero: one text per block
-        return None
+    # 26 base32 digits: the 128-bit block and 2 spare bits, read as one integer (checked
+    # against base64.b32decode in tests/unit/test_codes.py).
     try:
-        block = base64.b32decode(body + "======")
-    except (binascii.Error, ValueError):
+        value = int(text[1:].translate(_B32_DIGITS), 32)
+    except ValueError:  # a character outside the alphabet
         return None
-    decryptor = Cipher(algorithms.AES(keyring.cipher_key(version)), modes.ECB()).decryptor()
-    plain = decryptor.update(block) + decryptor.finalize()
+    if value & 0b11:  # spare bits must be zero: one text per block
+        return None
+    plain = _decryptor(keyring.cipher_key(version)).update((value >> 2).to_bytes(16, "big"))
     if not hmac.compare_digest(plain[8:], _ZERO_CHECK):
         return None
     return CodeId(
@@ -293,6 +302,17 @@ def parse(keyring: Keyring, text: Any) -> CodeId | None:
         serial=int.from_bytes(plain[4:8], "big"),
         key_version=version,
     )
+
+
+def _decryptor(key: bytes) -> Any:
+    """This thread's AES-ECB decryptor for ``key`` (see ``_decryptors``)."""
+    cache: dict[bytes, Any] | None = getattr(_decryptors, "by_key", None)
+    if cache is None or len(cache) > 64:  # a handful of key versions; bounded anyway
+        cache = _decryptors.by_key = {}
+    decryptor = cache.get(key)
+    if decryptor is None:
+        decryptor = cache[key] = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    return decryptor
 
 
 # -- QR payload --------------------------------------------------------------------------

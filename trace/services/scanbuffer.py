@@ -208,7 +208,7 @@ class ScanBuffer:
     def __init__(
         self,
         engine: Engine,
-        interval: float = 0.02,
+        interval: float = 0.1,
         cap: int = 20_000,
         batch: int = 2_000,
         id_block: int = 500,
