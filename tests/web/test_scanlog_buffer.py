@@ -6,6 +6,7 @@ deadlock. Runs only with TRACE_TEST_DATABASE_URL (the buffer needs PostgreSQL)."
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections import Counter
@@ -358,3 +359,26 @@ def test_two_workers_buffers_do_not_deadlock(app: Flask, world: World) -> None:
     assert _in_db(app) == (400, 400)
     with world.session() as s:
         assert {st.scan_count for st in s.scalars(select(CodeState))} == {10}
+
+
+def test_a_forked_child_starts_with_an_empty_buffer_of_its_own(app: Flask, world: World) -> None:
+    """gunicorn --preload forks workers from a master that may have queued scans: a child
+    must neither write nor count its parent's queue (the parent still owns it)."""
+    buffer = ScanBuffer(app.extensions["trace.engine"], interval=60)
+    facts = scanlog.ScanFacts(verdict="counterfeit")
+    assert buffer.add(facts, scanlog.ScanContext(channel="api"), datetime.now(UTC)) is not None
+    assert len(buffer) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            buffer._check_process()
+            code = 0 if len(buffer) == 0 and buffer._thread is not None else 2
+            buffer.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(buffer) == 1  # the parent's scan is still queued here
+    buffer.close()
+    assert _in_db(app) == (1, 0)

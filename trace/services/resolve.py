@@ -418,7 +418,7 @@ _RUN_QUERY = _build_run_query()
 _FactsRow = namedtuple(  # type: ignore[misc]
     "_FactsRow", [c.name for c in _RUN_QUERY.selected_columns]
 )
-_UTC_COLUMNS = ("first_scan_at", "opened_at")
+_UTC_INDEXES = frozenset(_FactsRow._fields.index(c) for c in ("first_scan_at", "opened_at"))
 
 
 @functools.cache
@@ -466,11 +466,13 @@ def read_facts(
         values = _read_facts_libpq(engine, run_id, serial)
     if values is None:
         return None
-    row = _FactsRow(*values)
     # UTCDateTime's job on the SQLAlchemy path: stored naive UTC, handed out aware.
-    return row._replace(
-        **{k: getattr(row, k).replace(tzinfo=UTC) for k in _UTC_COLUMNS if getattr(row, k)}
-    )
+    if any(values[i] is not None for i in _UTC_INDEXES):
+        values = tuple(
+            v.replace(tzinfo=UTC) if i in _UTC_INDEXES and v is not None else v
+            for i, v in enumerate(values)
+        )
+    return _FactsRow._make(values)
 
 
 def _read_facts_libpq(engine: Engine, run_id: int, serial: int) -> tuple[Any, ...] | None:
@@ -513,13 +515,13 @@ def resolve(
         row = fetch()
     if (
         row is None
-        or row.status != RunStatus.ISSUED.value
+        or row.status != RunStatus.ISSUED  # StrEnum: no .value lookup per scan
         or row.key_version != code.key_version
         or not row.first_serial <= code.serial <= row.first_serial + row.count - 1
     ):
         return COUNTERFEIT
     now = now or datetime.now(UTC)
-    item_level = row.level != LabelLevel.BATCH.value
+    item_level = row.level != LabelLevel.BATCH
     before = int(row.scan_count or 0) + (pending.count if pending else 0)
     count = before + 1 if ctx.counts else before
     reason = row.suspicious_reason or (pending.reason if pending else None)
@@ -538,7 +540,7 @@ def resolve(
     if not item_level:
         reason = None
     # Only opening a recall sets the status, so a recalled batch has its notice.
-    recalled = row.batch_status == BatchStatus.RECALLED.value
+    recalled = row.batch_status == BatchStatus.RECALLED
     if row.void_id is not None:
         verdict = Verdict.VOIDED.value
     elif recalled:

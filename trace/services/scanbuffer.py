@@ -227,7 +227,7 @@ class ScanBuffer:
 
     def _reset(self) -> None:
         """Fresh state for the current process (also after a fork)."""
-        self._pid = os.getpid()
+        self._forks = _forks[0]
         self._lock = threading.Lock()
         #: Serialises flushes (the thread's, an explicit one, the final one).
         self._flush_lock = threading.Lock()
@@ -246,7 +246,7 @@ class ScanBuffer:
     # -- the request side ------------------------------------------------------------------
 
     def _check_process(self) -> None:
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:  # forked since (os.getpid() is a system call per scan)
             self._reset()
         if self._thread is None and not self._closed:
             with self._lock:
@@ -358,7 +358,7 @@ class ScanBuffer:
 
     def flush(self) -> int:
         """Write everything queued so far; returns the scans written. Never raises."""
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:
             self._reset()
         with self._flush_lock:
             # What is queued now, not what arrives meanwhile: otherwise under steady load
@@ -461,7 +461,7 @@ class ScanBuffer:
 
     def close(self) -> None:
         """Stop the thread and write what is queued (graceful stop)."""
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:
             return  # the parent's buffer: nothing of ours in it
         self._closed = True
         self._stop.set()
@@ -491,6 +491,16 @@ def _run(
 
 
 _buffers: weakref.WeakSet[ScanBuffer] = weakref.WeakSet()
+#: Forks this process descends from (counted in the child): a buffer made before the last
+#: fork belongs to the parent.
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
 
 
 def close_all() -> None:

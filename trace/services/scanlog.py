@@ -107,7 +107,7 @@ class ScanContext:
     @property
     def counts(self) -> bool:
         """Whether this scan is one of the code's scans (printer checks are not)."""
-        return not self.replay and self.channel != ScanChannel.PRINTER_CHECK.value
+        return not self.replay and self.channel != ScanChannel.PRINTER_CHECK  # StrEnum
 
 
 # -- the "looks copied" rules ----------------------------------------------------------------

@@ -306,30 +306,34 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(resolver.CST).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
+_COUNTED_VERDICTS = frozenset({Verdict.GENUINE.value, Verdict.SUSPICIOUS.value})
+
+
 def verdict_words(res: resolver.Resolution) -> dict[str, Any]:
     """Headline, explanation, advice and notice of a resolution, in the page's language."""
     v = res.verdict
     out: dict[str, Any] = {"verdict": v, "title": _(f"q.v.{v}"), "lines": [], "advice": ""}
-    if v == Verdict.COUNTERFEIT.value:
+    # StrEnum members compare as their strings (no .value lookup per scan).
+    if v == Verdict.COUNTERFEIT:
         out["lines"] = [_("q.v.counterfeit.body")]
         out["advice"] = _("q.v.counterfeit.advice")
         return out
-    if v == Verdict.VOIDED.value:
+    if v == Verdict.VOIDED:
         out["lines"] = [_("q.v.voided.body")]
         out["advice"] = _("q.v.voided.advice")
-    elif v == Verdict.RECALLED.value and res.recall is not None:
+    elif v == Verdict.RECALLED and res.recall is not None:
         out["lines"] = [
             _("q.v.recalled.body", level=res.recall["level"], date=res.recall["opened_on"])
         ]
         out["notice"] = res.recall["notice"]
         out["advice"] = _("q.v.recalled.advice")
-    elif v == Verdict.SUSPICIOUS.value:
+    elif v == Verdict.SUSPICIOUS:
         reason = res.suspicious_reason or scanlog.COUNT
         out["lines"] = [_(f"q.v.suspicious.{reason}", n=res.scan_count)]
         out["advice"] = _("q.v.suspicious.advice")
-    if v in (Verdict.GENUINE.value, Verdict.SUSPICIOUS.value):
+    if v in _COUNTED_VERDICTS:
         out["lines"].append(scan_line(res))
-        if v == Verdict.GENUINE.value and not res.is_first_scan:
+        if v == Verdict.GENUINE and not res.is_first_scan:
             out["advice"] = _("q.v.genuine.advice")
     return out
 

@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
-from werkzeug.datastructures import LanguageAccept
-from werkzeug.http import parse_accept_header, parse_cookie
+from werkzeug.http import parse_cookie
 from werkzeug.wsgi import get_path_info
 
 from trace.api.scans import resolve_api
@@ -48,8 +47,11 @@ def _api(code: str, environ: WSGIEnvironment) -> Response:
 def _page(code: str, environ: WSGIEnvironment) -> Response:
     # What i18n.current_language reads from a Flask request (no ?lang= here).
     asked = parse_cookie(environ).get(i18n.COOKIE) if environ.get("HTTP_COOKIE") else None
-    accept = parse_accept_header(environ.get("HTTP_ACCEPT_LANGUAGE"), LanguageAccept)
-    i18n.use_language(i18n.choose_language(asked, accept))
+    accept = environ.get("HTTP_ACCEPT_LANGUAGE")
+    if asked in i18n.LANGUAGES:
+        i18n.use_language(asked)
+    else:
+        i18n.use_language(i18n.language_for_header(accept))
     response = phone_scan(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
     i18n.vary_by_language(response)
     return response
