@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from html.parser import HTMLParser
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from itsdangerous import TimestampSigner
 
 from tests.web.conftest import PHONE_UA, World
 from trace.extensions import storage
@@ -270,16 +267,14 @@ def test_counterfeit_pages_of_odd_text_answer_200(client: FlaskClient, world: Wo
         assert 'data-verdict="counterfeit"' in r.get_data(as_text=True)
 
 
-def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(
-    app: Flask, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from datetime import UTC, datetime
+def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(app: Flask, world: World) -> None:
+    from datetime import UTC, datetime, timedelta
 
     from trace.services.scanlog import ScanRecord
     from trace.web import consumer
 
     code = world.code(5)
-    record = ScanRecord(id=987654321, scanned_at=datetime(2026, 11, 29, 8, 1, 2, 345678, UTC))
+    record = ScanRecord(id=987654321, scanned_at=datetime.now(UTC).replace(microsecond=345678))
     with app.test_request_context():
         token = consumer.scan_token(record, code.lower())
         assert consumer.read_token(token, code) == record  # exact to the microsecond
@@ -294,6 +289,9 @@ def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(
             assert odd.isascii() and consumer.read_token(odd, typed) == record
             assert consumer.read_token(odd, code) is None
         # Tokens end with the scan's locate window.
-        later = int(time.time()) + consumer.TOKEN_MAX_AGE + 5
-        monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _self: later)
-        assert consumer.read_token(token, code) is None
+        at = record.scanned_at
+        within = at + timedelta(seconds=consumer.TOKEN_MAX_AGE - 5)
+        assert consumer.read_token(token, code, now=within) == record
+        later = at + timedelta(seconds=consumer.TOKEN_MAX_AGE + 5)
+        assert consumer.read_token(token, code, now=later) is None
+        assert consumer.read_token(token, code, now=at - timedelta(minutes=5)) is None
