@@ -177,8 +177,14 @@ def _dumps(data: dict[str, Any]) -> str:
     )
 
 
-def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
-    """The resolve answer: the per-scan head spliced into the cached content JSON."""
+#: Headers of every scan answer besides its type and length. Every call is a scan: never
+#: answered from a cache.
+SCAN_HEADERS: tuple[tuple[str, str], ...] = (("Cache-Control", "no-store"),)
+JSON_TYPE = "application/json"
+
+
+def resolution_body(res: resolver.Resolution, **extra: Any) -> str:
+    """The resolve answer's JSON: the per-scan head spliced into the cached content JSON."""
     head = resolver.public_head(res)
     head.update(extra)
     body = _dumps(head)
@@ -188,10 +194,12 @@ def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
         if cached is None:
             cached = content.rendered[JSON_KEY] = _dumps(content.data)
         body = body[:-1] + "," + cached[1:]
-    response = Response(body + "\n", mimetype="application/json")
-    # Every call is a scan: never answer from a cache.
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return body + "\n"
+
+
+def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
+    """The resolve answer as a response."""
+    return Response(resolution_body(res, **extra), mimetype=JSON_TYPE, headers=SCAN_HEADERS)
 
 
 def resolve_limit() -> ClientRateLimit:
@@ -203,14 +211,14 @@ def resolve_limit() -> ClientRateLimit:
     )
 
 
-def resolve_api(code: str, user_agent: str | None, remote_addr: str | None) -> Response:
-    """The public resolve API's answer for one client: rate limit, resolve, log, JSON.
-    The route below and the scan fast path (trace.web.fastpath) both answer with it."""
+def resolve_api(code: str, user_agent: str | None, remote_addr: str | None) -> str:
+    """The public resolve API's JSON for one client: rate limit, resolve, log. The route
+    below and the scan fast path (trace.web.fastpath) both answer with it."""
     # Per client address; Redis when TRACE_REDIS_URL is set, so the limit holds across
     # gunicorn workers. TRACE_RESOLVE_RATE_LIMIT=off disables it.
     resolve_limit().check(remote_addr)
     logged = resolve_and_log(code, scan_context(ScanChannel.API.value, user_agent, remote_addr))
-    return resolution_json(logged.resolution)
+    return resolution_body(logged.resolution)
 
 
 def _json(data: dict[str, Any]) -> Response:
@@ -241,7 +249,8 @@ class Resolve(MethodView):
         `code` is the code text or the label's whole QR URL. A code that is not ours is
         answered with exactly `{"verdict": "counterfeit"}`, whatever was wrong with it.
         """
-        return resolve_api(code, request.headers.get("User-Agent"), request.remote_addr)
+        body = resolve_api(code, request.headers.get("User-Agent"), request.remote_addr)
+        return Response(body, mimetype=JSON_TYPE, headers=SCAN_HEADERS)
 
 
 @blp.route("/scans")

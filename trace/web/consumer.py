@@ -37,6 +37,7 @@ from sqlalchemy import select
 
 from trace.api.attachments import send_attachment
 from trace.api.scans import (
+    SCAN_HEADERS,
     client_context,
     flush_scan_log,
     keyring,
@@ -446,21 +447,22 @@ def _shell(res: resolver.Resolution, words: dict[str, Any], with_token: bool) ->
     return shell
 
 
-def _page(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> Response:
+def _html(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> str:
     token = scan_token(record, code) if record is not None else ""
     words = verdict_words(res)
     body = per_app(_VERDICT_MACRO, lambda: get_template_attribute("consumer.html", "verdict_body"))(
         words
     )
-    html = (
+    return (
         _shell(res, words, bool(token))
         .replace(VERDICT_SLOT, str(body))
         .replace(TOKEN_SLOT, token)  # URL-safe ASCII: nothing to escape
         .replace(CODE_SLOT, code.upper())
     )
-    response = Response(html, mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+
+def _page(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> Response:
+    return Response(_html(code, res, record), mimetype="text/html", headers=SCAN_HEADERS)
 
 
 @bp.get("/q/<code>")
@@ -472,15 +474,16 @@ def scan_page(code: str) -> Response:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
         res = resolve_code(code, ctx)
         return _page(code, res, replay)
-    return phone_scan(code, request.headers.get("User-Agent"), request.remote_addr)
+    html = phone_scan(code, request.headers.get("User-Agent"), request.remote_addr)
+    return Response(html, mimetype="text/html", headers=SCAN_HEADERS)
 
 
-def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> Response:
-    """A phone's scan of ``code``: resolve, log, the page. The route above and the scan
-    fast path (trace.web.fastpath) both answer with it."""
+def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> str:
+    """A phone's scan of ``code``: resolve, log, the page's HTML. The route above and the
+    scan fast path (trace.web.fastpath) both answer with it."""
     ctx = scan_context(ScanChannel.PHONE.value, user_agent, remote_addr)
     logged = resolve_and_log(code, ctx)
-    return _page(code, logged.resolution, logged.record)
+    return _html(code, logged.resolution, logged.record)
 
 
 @bp.post("/q/<code>/location")

@@ -14,8 +14,10 @@ else to Flask untouched:
   to Flask, whose path converter takes it);
 * any exception -- the rate limit's 429 too -- is answered by Flask's own error handling
   (``trace.api.problems``) in a request context of its own: one place maps errors to HTTP;
-* the page gets what Flask's ``after_request`` hooks add to a page (``Vary``, see
-  ``i18n.vary_by_language``); tests/web/test_fastpath.py holds both paths' answers equal.
+* an answer is the body and headers the route's response would have, written straight to
+  the server (no response object): ``SCAN_HEADERS`` and, for the page, the ``Vary`` the
+  app's ``after_request`` hook adds to every page (``i18n.VARY_BY_LANGUAGE``);
+  tests/web/test_fastpath.py holds both paths' answers equal.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from flask import Flask, Response
 from werkzeug.http import parse_cookie
 from werkzeug.wsgi import get_path_info
 
-from trace.api.scans import resolve_api
+from trace.api.scans import JSON_TYPE, SCAN_HEADERS, resolve_api
 from trace.web import i18n
 from trace.web.consumer import phone_scan
 
@@ -37,14 +39,20 @@ if TYPE_CHECKING:
 API_PREFIX = "/api/v1/resolve/"
 PAGE_PREFIXES = ("/q/", "/Q/")
 
-Handler = Callable[[str, "WSGIEnvironment"], Response]
+#: An answer's content type and its headers besides type and length: what the Flask
+#: route's response and the app's after_request hooks give (test_fastpath compares them).
+Kind = tuple[str, tuple[tuple[str, str], ...]]
+_JSON: Kind = (JSON_TYPE, SCAN_HEADERS)
+_HTML: Kind = ("text/html; charset=utf-8", (*SCAN_HEADERS, i18n.VARY_BY_LANGUAGE))
+
+Handler = Callable[[str, "WSGIEnvironment"], tuple[str, Kind]]
 
 
-def _api(code: str, environ: WSGIEnvironment) -> Response:
-    return resolve_api(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
+def _api(code: str, environ: WSGIEnvironment) -> tuple[str, Kind]:
+    return resolve_api(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR")), _JSON
 
 
-def _page(code: str, environ: WSGIEnvironment) -> Response:
+def _page(code: str, environ: WSGIEnvironment) -> tuple[str, Kind]:
     # What i18n.current_language reads from a Flask request (no ?lang= here).
     asked = parse_cookie(environ).get(i18n.COOKIE) if environ.get("HTTP_COOKIE") else None
     accept = environ.get("HTTP_ACCEPT_LANGUAGE")
@@ -52,9 +60,8 @@ def _page(code: str, environ: WSGIEnvironment) -> Response:
         i18n.use_language(asked)
     else:
         i18n.use_language(i18n.language_for_header(accept))
-    response = phone_scan(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
-    i18n.vary_by_language(response)
-    return response
+    html = phone_scan(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
+    return html, _HTML
 
 
 def route(environ: WSGIEnvironment) -> tuple[Handler, str] | None:
@@ -88,10 +95,13 @@ class ScanFastPath:
         handler, code = routed
         with self.app.app_context():
             try:
-                response = handler(code, environ)
+                text, (content_type, extra) = handler(code, environ)
             except Exception as exc:
-                response = self._error(environ, exc)
-        return response(environ, start_response)
+                return self._error(environ, exc)(environ, start_response)
+        body = text.encode("utf-8")
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
+        start_response("200 OK", headers)
+        return [body]
 
     def _error(self, environ: WSGIEnvironment, exc: Exception) -> Response:
         """Flask's answer to ``exc`` raised by the view: its error handlers, then its

@@ -84,10 +84,14 @@ def init_app(app: Flask) -> None:
         return response
 
 
+#: An HTML page's language follows Accept-Language and the cookie: caches must too.
+VARY_BY_LANGUAGE = ("Vary", "Accept-Language, Cookie")
+
+
 def vary_by_language(response: Response) -> None:
-    """An HTML page's language follows Accept-Language and the cookie: caches must too."""
-    if "Vary" not in response.headers:  # every phone scan: skip parsing a header set
-        response.headers["Vary"] = "Accept-Language, Cookie"
+    """Add VARY_BY_LANGUAGE to a page's response (keeping what else it varies by)."""
+    if "Vary" not in response.headers:
+        response.headers[VARY_BY_LANGUAGE[0]] = VARY_BY_LANGUAGE[1]
         return
     response.vary.add("Accept-Language")
     response.vary.add("Cookie")
