@@ -35,7 +35,7 @@ What it does, all on 127.0.0.1:
 6. Writes the figures under "## Resolve" in bench/RESULTS.md (other sections untouched).
 
 Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
-BENCH_ROUNDS (default 3), BENCH_DURATION (seconds per endpoint PER ROUND, default 10: each
+BENCH_ROUNDS (default 5), BENCH_DURATION (seconds per endpoint PER ROUND, default 10: each
 endpoint gets ROUNDS x DURATION seconds in all), BENCH_CONNECTIONS (default 64),
 BENCH_THREADS (threads per worker, default 1 = sync workers; gthread above, for all apps),
 BENCH_NOTE (the reading recorded under the table), BENCH_NO_RECORD=1 to leave RESULTS.md
@@ -66,7 +66,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: Rounds of the interleaved measurement; the ratios are the median over them.
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 #: Seconds of wrk per endpoint in each round.
 ROUND_SECONDS = int(os.environ.get("BENCH_DURATION", "10"))
 #: Seconds of wrk per endpoint before the rounds: imports, caches, connection pools.
@@ -91,35 +91,31 @@ TARGETS = {"p99_ms": 100.0, "ratio": 0.6}
 #: in-process timings against the same PostgreSQL): kept with the figures so a reader knows
 #: why the ratio is what it is.
 READING = (
-    "Reading. The scan path: the code is decrypted in memory (a forged code never reaches "
-    "the database); one prepared statement read through libpq on an autocommit pool gives "
-    "the verdict's facts (row decoders kept per connection); the content JSON/HTML is "
-    "serialised once per content version; each worker queues its scans and writes them "
-    "every 100 ms in one prepared statement inside one transaction (rows as two JSON "
-    "arrays). 'bare + one read' is Flask plus that same verdict statement and nothing else: "
-    "the most any design that reads the database once per scan can reach on this machine, "
-    "and it already gives up about a third of bare. "
-    "Experiments on 2026-11-30 (scratch apps, not shipped; 5-s rounds alternating with "
-    "bare, 4-5 rounds each, same machine): the resolve API served by a WSGI shortcut that "
-    "skips Flask's routing, contexts and hooks reached 0.34-0.39x against 0.31-0.37x for "
-    "the app (about +6 %); the app with the scan log's writes removed altogether did "
-    "1.01-1.35x the app's requests; bare + one read answering the resolve API's 5.2-KB "
-    "body instead of 100 bytes was not slower. What remains is the scan's own Python "
-    "around the read -- decrypt, IP hash, queue bookkeeping, the answer -- about 0.35 ms "
-    "of CPU per scan in-process, and the read itself (~0.06-0.1 ms of client CPU per "
-    "round trip on this VM, where a context switch is dear, plus ~0.18 ms in PostgreSQL), "
-    "on 2 cores that wrk, PostgreSQL and both workers share. Per request, from /proc over "
-    "10 s of wrk: bare 0.7 ms in the workers; resolve API 1.5-2.0 ms in the workers + "
-    "0.33-0.45 ms in PostgreSQL. 0.6x is NOT met and is not reachable with one read and "
-    "one logged write per scan on this machine; kept on purpose: a count, a void or a "
-    "recall shows at once on every worker. Levers measured and not taken: dropping the "
-    "scan log's five foreign keys and the redundant batch index together cut PostgreSQL's "
-    "write cost per scan by about a third "
-    "(the index is gone, migration 0003; the keys stay: they keep the regulators' "
-    "scan-to-batch links honest); a per-app WSGI shortcut (+6 %, "
-    "a second request pipeline to keep in step with Flask's). Left: PostgreSQL on its own "
-    "cores. Absolute figures on this shared VM drift 20-40 % within minutes, so the ratio "
-    "is the median of per-round ratios of interleaved rounds."
+    "Reading. The scan path: GET /api/v1/resolve/<code> and GET /q/<code> are answered by "
+    "a WSGI fast path in an app context (trace/web/fastpath.py) with the same functions as "
+    "their Flask routes, written straight to start_response; the code is decrypted in "
+    "memory (a forged code never reaches the database); one prepared statement through "
+    "libpq on a kept autocommit connection gives the verdict's facts; the phone page is a "
+    "shell rendered once per content, language and verdict, with the verdict's words, the "
+    "scan token (HMAC) and the code filled in per scan; each worker queues its scans and "
+    "writes them every 100 ms in one prepared statement inside one transaction. 'bare + "
+    "one read' is Flask plus that same verdict statement and nothing else: the most any "
+    "design that reads the database once per scan can reach here. Where the CPU went, "
+    "measured on 2026-11-30 (in-process CPU per request, all threads, same PostgreSQL, "
+    "then per process from /proc under wrk) and what was done: Flask's request pipeline "
+    "around the view ~190 us (API) / ~300 us (page) per scan -> the fast path; a whole "
+    "template render per page ~21 % of a page -> the cached shell; SQLAlchemy's pool "
+    "checkout and checkin ~9 % -> connections kept between statements (trace/pq.py); the "
+    "scan log's six foreign keys, half of the flush's time in PostgreSQL -> dropped "
+    "(migration 0004); a flush every 20 ms -> 100 ms (PostgreSQL CPU per scan ~0.30 -> "
+    "~0.22 ms); code parsing 15.6 -> 4.3 us; itsdangerous' token ~8 % of a page -> "
+    "hmac.digest; werkzeug's Response ~10 % -> start_response. In-process CPU per request: "
+    "resolve API 760 -> 270 us, phone page 1270 -> 360 us, bare Flask 105-150 us. Under "
+    "wrk at a quiet moment (per request): bare 0.62-0.66 ms in the workers; bare + one "
+    "read 0.73 + 0.14 ms in PostgreSQL; API 0.77 + 0.17; page 0.93 + 0.19. Absolute "
+    "figures on this shared VM drift 20-40 % within minutes and PostgreSQL's autovacuum of "
+    "the freshly written scan tables lands in some rounds and not others, so the ratio is "
+    "the median of 5 interleaved rounds; every round's ratio is shown."
 )
 
 
