@@ -49,8 +49,9 @@ def use_language(lang: str) -> None:
 
 
 def current_language() -> str:
-    if "lang" in g:
-        return str(g.lang)
+    chosen = g.get("lang")  # one look-up of the context's g: translate asks per string
+    if chosen is not None:
+        return str(chosen)
     chosen = choose_language(
         request.args.get("lang") or request.cookies.get(COOKIE), request.accept_languages
     )
