@@ -166,14 +166,12 @@ def resolve_and_log(text: str, ctx: scanlog.ScanContext) -> Logged:
 JSON_KEY = "json"
 
 
-def _dumps(data: dict[str, Any]) -> str:
-    # As Flask's provider answers (sorted keys, compact, UTF-8 as is), minus its overhead.
+def _dumps(data: dict[str, Any], plain: bool = False) -> str:
+    """As Flask's provider answers (sorted keys, compact, UTF-8 as is), minus its overhead.
+    ``plain``: only JSON's own types inside (the per-scan head), so no fallback encoder."""
+    default = None if plain else current_app.json.default  # type: ignore[attr-defined]
     return json.dumps(
-        data,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        sort_keys=True,
-        default=current_app.json.default,  # type: ignore[attr-defined]
+        data, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=default
     )
 
 
@@ -187,7 +185,7 @@ def resolution_body(res: resolver.Resolution, **extra: Any) -> str:
     """The resolve answer's JSON: the per-scan head spliced into the cached content JSON."""
     head = resolver.public_head(res)
     head.update(extra)
-    body = _dumps(head)
+    body = _dumps(head, plain=True)
     content = res.content
     if content is not None and content.data:
         cached = content.rendered.get(JSON_KEY)
@@ -204,11 +202,12 @@ def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
 
 def resolve_limit() -> ClientRateLimit:
     """The resolve API's per-client limit, one per app (its store is per app too)."""
+    return per_app("trace.resolve_limit", _make_resolve_limit)
+
+
+def _make_resolve_limit() -> ClientRateLimit:
     cfg = config()
-    return per_app(
-        "trace.resolve_limit",
-        lambda: ClientRateLimit("resolve", cfg.resolve_rate_limit, cfg.redis_url or "memory://"),
-    )
+    return ClientRateLimit("resolve", cfg.resolve_rate_limit, cfg.redis_url or "memory://")
 
 
 def resolve_api(code: str, user_agent: str | None, remote_addr: str | None) -> str:

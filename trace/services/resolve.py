@@ -418,7 +418,9 @@ _RUN_QUERY = _build_run_query()
 _FactsRow = namedtuple(  # type: ignore[misc]
     "_FactsRow", [c.name for c in _RUN_QUERY.selected_columns]
 )
-_UTC_INDEXES = frozenset(_FactsRow._fields.index(c) for c in ("first_scan_at", "opened_at"))
+#: Where the two naive-UTC times sit in a row read through libpq.
+_FIRST_SCAN_AT = _FactsRow._fields.index("first_scan_at")
+_OPENED_AT = _FactsRow._fields.index("opened_at")
 
 
 @functools.cache
@@ -467,11 +469,12 @@ def read_facts(
     if values is None:
         return None
     # UTCDateTime's job on the SQLAlchemy path: stored naive UTC, handed out aware.
-    if any(values[i] is not None for i in _UTC_INDEXES):
-        values = tuple(
-            v.replace(tzinfo=UTC) if i in _UTC_INDEXES and v is not None else v
-            for i, v in enumerate(values)
-        )
+    if values[_FIRST_SCAN_AT] is not None or values[_OPENED_AT] is not None:
+        fixed = list(values)
+        for i in (_FIRST_SCAN_AT, _OPENED_AT):
+            if fixed[i] is not None:
+                fixed[i] = fixed[i].replace(tzinfo=UTC)
+        values = tuple(fixed)
     return _FactsRow._make(values)
 
 

@@ -195,7 +195,9 @@ _IDS = text("SELECT array_agg(nextval('scan_events_id_seq')) FROM generate_serie
 
 def _naive(at: datetime) -> str:
     """A TIMESTAMP column's JSON value: naive UTC, as UTCDateTime stores them."""
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat()
+    if at.tzinfo is not UTC:  # scans are stamped datetime.now(UTC): skip the conversion
+        at = at.astimezone(UTC)
+    return at.replace(tzinfo=None).isoformat()
 
 
 def _json(rows: list[dict[str, Any]]) -> bytes:
