@@ -88,13 +88,19 @@ def _sign_in(driver: Any, base: str, username: str) -> None:
 
 
 def _follow(driver: Any, element: Any) -> None:
-    """Click something that loads a new page, and wait until the old page is gone."""
+    """Click something that loads a new page, and wait until the old page is gone.
+
+    While the old document is torn down, chromedriver may answer the staleness probe with
+    an inspector error ("Node with given id does not belong to the document") instead of a
+    stale-element error; that is the same news, so the wait polls on through it."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element("tag name", "html")
     element.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,))
+    wait.until(expected_conditions.staleness_of(page))
 
 
 def _series_points(driver: Any) -> list[tuple[float, float]]:
