@@ -295,3 +295,25 @@ def test_scan_tokens_round_trip_and_refuse_what_is_not_theirs(app: Flask, world:
         later = at + timedelta(seconds=consumer.TOKEN_MAX_AGE + 5)
         assert consumer.read_token(token, code, now=later) is None
         assert consumer.read_token(token, code, now=at - timedelta(minutes=5)) is None
+
+
+def test_verdict_words_are_escaped_on_the_page() -> None:
+    """A recall notice is a regulator's or producer's free text: it must reach the page as
+    text, never as markup (consumer.verdict_body builds this HTML without a template)."""
+    from trace.web.consumer import verdict_body
+
+    html = verdict_body(
+        {
+            "title": "产品已召回 <b>",
+            "lines": ["召回 & 退货", '"quoted"'],
+            "notice": "<script>alert(1)</script>",
+            "advice": "a < b",
+        }
+    )
+    assert html == (
+        "<h1>产品已召回 &lt;b&gt;</h1>"
+        '<p class="line">召回 &amp; 退货</p><p class="line">&#34;quoted&#34;</p>'
+        '<blockquote id="recall-notice">&lt;script&gt;alert(1)&lt;/script&gt;</blockquote>'
+        '<p class="advice">a &lt; b</p>'
+    )
+    assert verdict_body({"title": "正品", "lines": [], "advice": ""}) == "<h1>正品</h1>"

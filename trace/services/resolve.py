@@ -120,6 +120,8 @@ class PublicContent:
     data: dict[str, Any]
     #: Rendered fragments by the web layer (e.g. per language), cached with the content.
     rendered: dict[str, str] = field(default_factory=dict)
+    #: Whole pages around the per-scan parts, by the web layer (trace.web.consumer.Shell).
+    shells: dict[str, Any] = field(default_factory=dict)
 
 
 class ContentCache:

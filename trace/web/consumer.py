@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -32,7 +34,7 @@ from flask import (
     render_template,
     request,
 )
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from trace.api.attachments import send_attachment
@@ -429,53 +431,84 @@ def _sections(res: resolver.Resolution) -> Markup:
     return Markup(fragment)
 
 
-def _shell(res: resolver.Resolution, words: dict[str, Any], with_token: bool) -> str:
+_SLOTS = (VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT)
+_SLOT_PATTERN = re.compile("(" + "|".join(map(re.escape, _SLOTS)) + ")")
+
+
+@dataclass(frozen=True)
+class Shell:
+    """A rendered page cut at its slots and encoded once: per scan only the slots' values
+    are encoded and joined in (no 10-KB replace and encode per scan)."""
+
+    #: UTF-8 text around the slots: one more than ``slots``.
+    texts: tuple[bytes, ...]
+    #: The slot (VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT) after each text but the last.
+    slots: tuple[str, ...]
+
+    @classmethod
+    def cut(cls, html: str) -> Shell:
+        pieces = _SLOT_PATTERN.split(html)  # text, slot, text, ..., slot, text
+        return cls(tuple(p.encode("utf-8") for p in pieces[0::2]), tuple(pieces[1::2]))
+
+    def fill(self, values: dict[str, str]) -> bytes:
+        out = [self.texts[0]]
+        for slot, text in zip(self.slots, self.texts[1:], strict=True):
+            out += (values[slot].encode("utf-8"), text)
+        return b"".join(out)
+
+
+_SLOT_PATTERN = re.compile(
+    f"({'|'.join(re.escape(s) for s in (VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT))})"
+)
+
+
+def _shell(res: resolver.Resolution, words: dict[str, Any], with_token: bool) -> Shell:
     """The page around the verdict's words, rendered once per content, language, verdict
     and whether it carries a scan token: a whole template render per scan cost a fifth of
-    a phone scan's CPU. Slots: VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT (filled by _page)."""
+    a phone scan's CPU. Slots: VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT (filled by _html)."""
     lang = i18n.current_language()
     key = f"page.{lang}.{words['verdict']}.{int(with_token)}"
     # With the content (same lifetime); pages without content (counterfeit) per app.
-    shells = res.content.rendered if res.content is not None else per_app(_SHELLS, dict)
+    shells = res.content.shells if res.content is not None else per_app(_SHELLS, dict)
     shell = shells.get(key)
     if shell is None:
-        shell = shells[key] = render_template(
-            "consumer.html",
-            words={"verdict": words["verdict"], "title": words["title"]},
-            verdict_html=Markup(VERDICT_SLOT),
-            token=TOKEN_SLOT if with_token else "",
-            batch_html=_sections(res),
+        shell = shells[key] = Shell.cut(
+            render_template(
+                "consumer.html",
+                words={"verdict": words["verdict"], "title": words["title"]},
+                verdict_html=Markup(VERDICT_SLOT),
+                token=TOKEN_SLOT if with_token else "",
+                batch_html=_sections(res),
+            )
         )
     return shell
 
 
-#: The verdict's words on the page (inside consumer.html's verdict section). Written here,
-#: not as a template macro: invoking a Jinja macro per scan cost a fifth of the page's own
-#: work; Markup.format escapes every value.
-_TITLE = Markup("<h1>{}</h1>")
-_LINE = Markup('<p class="line">{}</p>')
-_NOTICE = Markup('<blockquote id="recall-notice">{}</blockquote>')
-_ADVICE = Markup('<p class="advice">{}</p>')
-
-
 def verdict_body(words: dict[str, Any]) -> Markup:
-    """The headline, lines, recall notice and advice of verdict_words, as HTML."""
-    html = _TITLE.format(words["title"]) + Markup("").join(_LINE.format(x) for x in words["lines"])
+    """The headline, lines, recall notice and advice of verdict_words, as HTML (inside
+    consumer.html's verdict section). Written here, not as a template macro: invoking a
+    Jinja macro per scan cost a fifth of the page's own work; markupsafe's escape (C)
+    escapes every value (Markup.format runs a Python formatter, slower still)."""
+    parts = ["<h1>", escape(words["title"]), "</h1>"]
+    for line in words["lines"]:
+        parts += ['<p class="line">', escape(line), "</p>"]
     if words.get("notice"):
-        html += _NOTICE.format(words["notice"])
+        parts += ['<blockquote id="recall-notice">', escape(words["notice"]), "</blockquote>"]
     if words["advice"]:
-        html += _ADVICE.format(words["advice"])
-    return html
+        parts += ['<p class="advice">', escape(words["advice"]), "</p>"]
+    return Markup("".join(parts))
 
 
-def _html(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> str:
+def _html(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> bytes:
+    """The page of a resolution, UTF-8."""
     token = scan_token(record, code) if record is not None else ""
     words = verdict_words(res)
-    return (
-        _shell(res, words, bool(token))
-        .replace(VERDICT_SLOT, verdict_body(words))
-        .replace(TOKEN_SLOT, token)  # URL-safe ASCII: nothing to escape
-        .replace(CODE_SLOT, code.upper())
+    return _shell(res, words, bool(token)).fill(
+        {
+            VERDICT_SLOT: verdict_body(words),
+            TOKEN_SLOT: token,  # URL-safe ASCII: nothing to escape
+            CODE_SLOT: code.upper(),  # only on content pages, whose code parsed
+        }
     )
 
 
@@ -496,9 +529,9 @@ def scan_page(code: str) -> Response:
     return Response(html, mimetype="text/html", headers=SCAN_HEADERS)
 
 
-def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> str:
-    """A phone's scan of ``code``: resolve, log, the page's HTML. The route above and the
-    scan fast path (trace.web.fastpath) both answer with it."""
+def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> bytes:
+    """A phone's scan of ``code``: resolve, log, the page's HTML (UTF-8). The route above
+    and the scan fast path (trace.web.fastpath) both answer with it."""
     ctx = scan_context(ScanChannel.PHONE.value, user_agent, remote_addr)
     logged = resolve_and_log(code, ctx)
     return _html(code, logged.resolution, logged.record)

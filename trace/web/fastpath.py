@@ -45,14 +45,15 @@ Kind = tuple[str, tuple[tuple[str, str], ...]]
 _JSON: Kind = (JSON_TYPE, SCAN_HEADERS)
 _HTML: Kind = ("text/html; charset=utf-8", (*SCAN_HEADERS, i18n.VARY_BY_LANGUAGE))
 
-Handler = Callable[[str, "WSGIEnvironment"], tuple[str, Kind]]
+Handler = Callable[[str, "WSGIEnvironment"], tuple[bytes, Kind]]
 
 
-def _api(code: str, environ: WSGIEnvironment) -> tuple[str, Kind]:
-    return resolve_api(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR")), _JSON
+def _api(code: str, environ: WSGIEnvironment) -> tuple[bytes, Kind]:
+    body = resolve_api(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
+    return body.encode("utf-8"), _JSON
 
 
-def _page(code: str, environ: WSGIEnvironment) -> tuple[str, Kind]:
+def _page(code: str, environ: WSGIEnvironment) -> tuple[bytes, Kind]:
     # What i18n.current_language reads from a Flask request (no ?lang= here).
     asked = parse_cookie(environ).get(i18n.COOKIE) if environ.get("HTTP_COOKIE") else None
     accept = environ.get("HTTP_ACCEPT_LANGUAGE")
@@ -95,10 +96,9 @@ class ScanFastPath:
         handler, code = routed
         with self.app.app_context():
             try:
-                text, (content_type, extra) = handler(code, environ)
+                body, (content_type, extra) = handler(code, environ)
             except Exception as exc:
                 return self._error(environ, exc)(environ, start_response)
-        body = text.encode("utf-8")
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
         start_response("200 OK", headers)
         return [body]
