@@ -195,9 +195,14 @@ def resolution_body(res: resolver.Resolution, **extra: Any) -> str:
     return body + "\n"
 
 
+def scan_json(body: str) -> Response:
+    """A scan's JSON answer as a Flask response (the fast path writes the same headers)."""
+    return Response(body, mimetype=JSON_TYPE, headers=SCAN_HEADERS)
+
+
 def resolution_json(res: resolver.Resolution, **extra: Any) -> Response:
     """The resolve answer as a response."""
-    return Response(resolution_body(res, **extra), mimetype=JSON_TYPE, headers=SCAN_HEADERS)
+    return scan_json(resolution_body(res, **extra))
 
 
 def resolve_limit() -> ClientRateLimit:
@@ -248,8 +253,7 @@ class Resolve(MethodView):
         `code` is the code text or the label's whole QR URL. A code that is not ours is
         answered with exactly `{"verdict": "counterfeit"}`, whatever was wrong with it.
         """
-        body = resolve_api(code, request.headers.get("User-Agent"), request.remote_addr)
-        return Response(body, mimetype=JSON_TYPE, headers=SCAN_HEADERS)
+        return scan_json(resolve_api(code, request.headers.get("User-Agent"), request.remote_addr))
 
 
 @blp.route("/scans")

@@ -10,8 +10,10 @@ on a slow rural link, tens of KB (tests/web/test_consumer.py holds it under 50 K
   the scan log's write-behind buffer the scan is written first (see ``locate``).
 * Media: ``/q/<code>/media/<id>`` serves a public photo or video of the code's batch when
   the code's run publishes "media", with HTTP Range (seeking in videos).
-* The batch's sections are rendered once per (content, language) and cached with the
-  content (services.resolve.ContentCache); only the verdict is rendered per request.
+* The batch's sections are rendered once per (content, language), and the page around the
+  verdict once per (content, language, verdict, token or not), cached with the content
+  (services.resolve.ContentCache); per request only the verdict's words, the scan token
+  and the code are filled in (``Shell``).
 """
 
 from __future__ import annotations
@@ -512,8 +514,9 @@ def _html(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None
     )
 
 
-def _page(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None) -> Response:
-    return Response(_html(code, res, record), mimetype="text/html", headers=SCAN_HEADERS)
+def _answer(html: bytes) -> Response:
+    """A phone page as a Flask response (the fast path writes the same headers)."""
+    return Response(html, mimetype="text/html", headers=SCAN_HEADERS)
 
 
 @bp.get("/q/<code>")
@@ -524,9 +527,8 @@ def scan_page(code: str) -> Response:
     if replay is not None:
         ctx = client_context(ScanChannel.PHONE.value, replay=True)
         res = resolve_code(code, ctx)
-        return _page(code, res, replay)
-    html = phone_scan(code, request.headers.get("User-Agent"), request.remote_addr)
-    return Response(html, mimetype="text/html", headers=SCAN_HEADERS)
+        return _answer(_html(code, res, replay))
+    return _answer(phone_scan(code, request.headers.get("User-Agent"), request.remote_addr))
 
 
 def phone_scan(code: str, user_agent: str | None, remote_addr: str | None) -> bytes:

@@ -56,11 +56,7 @@ def _api(code: str, environ: WSGIEnvironment) -> tuple[bytes, Kind]:
 def _page(code: str, environ: WSGIEnvironment) -> tuple[bytes, Kind]:
     # What i18n.current_language reads from a Flask request (no ?lang= here).
     asked = parse_cookie(environ).get(i18n.COOKIE) if environ.get("HTTP_COOKIE") else None
-    accept = environ.get("HTTP_ACCEPT_LANGUAGE")
-    if asked in i18n.LANGUAGES:
-        i18n.use_language(asked)
-    else:
-        i18n.use_language(i18n.language_for_header(accept))
+    i18n.use_language(i18n.choose_language(asked, environ.get("HTTP_ACCEPT_LANGUAGE")))
     html = phone_scan(code, environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR"))
     return html, _HTML
 
