@@ -216,6 +216,12 @@ def _execute(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def command(raw: PoolProxiedConnection, sql: bytes) -> None:
+    """Run a parameterless command (LISTEN, SET) on a connection the caller holds."""
+    conn: Any = raw.driver_connection
+    _check(conn, conn.pgconn.exec_(sql))
+
+
 def _sqlstate(result: Any) -> str | None:
     if result.status in (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK):
         return None

@@ -511,7 +511,13 @@ def resolve(
         return COUNTERFEIT  # before any database access
     pending: Pending | None = None
 
+    first_scans = buffer.first_scans if buffer is not None else None
+
     def fetch() -> Any:
+        if first_scans is not None:  # a code never scanned needs no read (firstscans.py)
+            row = first_scans.facts(code.run_id, code.serial)
+            if row is not None:
+                return row
         return read_facts(session, code.run_id, code.serial, engine)
 
     if buffer is not None:

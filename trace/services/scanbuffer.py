@@ -56,15 +56,19 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, text
 
 from trace import pq
 from trace.services import scanlog
 from trace.services.scanlog import ScanContext, ScanFacts, ScanRecord
+
+if TYPE_CHECKING:
+    from trace.services.firstscans import FirstScanIndex
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +218,7 @@ class ScanBuffer:
         cap: int = 20_000,
         batch: int = 2_000,
         id_block: int = 500,
+        first_scans: Callable[[Engine], FirstScanIndex] | None = None,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError("the scan buffer needs PostgreSQL (ids come from its sequence)")
@@ -222,6 +227,7 @@ class ScanBuffer:
         self.cap = cap
         self.batch = batch
         self.id_block = id_block
+        self._first_scans = first_scans
         self.dropped = 0
         self.flushed = 0
         self._reset()
@@ -244,6 +250,11 @@ class ScanBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: Which codes were ever scanned (services.firstscans), kept current by this
+        #: buffer's thread and told of this buffer's own writes. A parent's index is left
+        #: alone after a fork: it connects only from the thread, which the parent of
+        #: gunicorn's workers never starts.
+        self.first_scans = self._first_scans(self.engine) if self._first_scans else None
 
     # -- the request side ------------------------------------------------------------------
 
@@ -373,7 +384,7 @@ class ScanBuffer:
             return written
 
     def _write(self, taken: list[_Scan]) -> int:
-        committing = False
+        committing = written = False
 
         def commit_begins() -> None:
             # Readers wait only while the COMMIT is under way (until _end_commit): before
@@ -398,10 +409,12 @@ class ScanBuffer:
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
+        else:
+            written = True
         finally:
             if not committing:  # failed before the commit: nothing was written
                 self._begin_commit()
-            self._end_commit(taken)
+            self._end_commit(taken, written)
         self.flushed += len(taken)
         return len(taken)
 
@@ -435,8 +448,12 @@ class ScanBuffer:
         with self._stable:
             self._gen += 1
 
-    def _end_commit(self, taken: list[_Scan]) -> None:
-        """The taken scans are in the database now (or lost): no longer pending."""
+    def _end_commit(self, taken: list[_Scan], written: bool) -> None:
+        """The taken scans are in the database now (or lost): no longer pending. Written
+        ones are marked scanned in the first-scan index first, so a reader never finds a
+        code neither queued nor marked."""
+        if written and self.first_scans is not None:
+            self.first_scans.mark_scanned(scan.key for scan in taken if scan.key is not None)
         with self._lock:
             for scan in taken:
                 if scan.key is None:
@@ -458,6 +475,8 @@ class ScanBuffer:
         try:
             self.flush()
             self._refill()
+            if self.first_scans is not None:
+                self.first_scans.maintain()
         except Exception:  # the thread must outlive any error; flush() counts its own
             log.exception("scan log buffer thread")
 
@@ -474,6 +493,8 @@ class ScanBuffer:
             if thread.is_alive():  # a flush stuck on the database: say so, do not hang
                 log.error("scan log buffer thread still running 10 s after close()")
         self.flush()
+        if self.first_scans is not None:
+            self.first_scans.close()
 
 
 def _run(
