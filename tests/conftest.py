@@ -139,10 +139,10 @@ def config(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Conf
         key_file=tmp_path / "instance" / "keys.json",
         public_base_url="https://t.example.cn/q/",
         max_upload_bytes=2 * 1024 * 1024,
-        # The first-scan index changes what a scan reads as notifications arrive and its
+        # The code-state cache changes what a scan reads as notifications arrive and its
         # thread loads runs: timing no other test should depend on. Its own tests turn it
-        # on (tests/web/test_first_scans.py).
-        first_scan_index="off",
+        # on (tests/web/test_code_state_cache.py).
+        code_state_cache="off",
         testing=True,
     )
 

@@ -44,9 +44,10 @@ class Config:
     #: Queued scans per worker process beyond which new scans are dropped and counted
     #: (the database is down or too slow): memory stays bounded.
     scan_log_buffer_cap: int = 20_000
-    #: With the buffer: each worker keeps which codes were ever scanned, so a first scan is
-    #: answered without a database read (services/firstscans.py). "on" / "off".
-    first_scan_index: str = "on"
+    #: With the buffer: each worker keeps the code states of the runs it serves, kept
+    #: current by LISTEN/NOTIFY, so a scan needs no database read (services/codestates.py).
+    #: "on" / "off".
+    code_state_cache: str = "on"
     #: Reverse proxies in front of the app that append to X-Forwarded-For (0: none). Only
     #: then is that header trusted for the client address (rate limit, keyed IP hash).
     proxy_hops: int = 0
@@ -80,7 +81,7 @@ class Config:
             scan_log_buffer=env.get("TRACE_SCAN_LOG_BUFFER", base.scan_log_buffer),
             scan_log_flush_ms=int(env.get("TRACE_SCAN_LOG_FLUSH_MS", base.scan_log_flush_ms)),
             scan_log_buffer_cap=int(env.get("TRACE_SCAN_LOG_BUFFER_CAP", base.scan_log_buffer_cap)),
-            first_scan_index=env.get("TRACE_FIRST_SCAN_INDEX", base.first_scan_index),
+            code_state_cache=env.get("TRACE_CODE_STATE_CACHE", base.code_state_cache),
             proxy_hops=int(env.get("TRACE_PROXY_HOPS", base.proxy_hops)),
             testing=_bool(env.get("TRACE_TESTING", "0")),
         )
@@ -94,9 +95,9 @@ class Config:
         return _bool(mode)
 
     @property
-    def first_scans_indexed(self) -> bool:
-        """Whether the scan buffer keeps a first-scan index (see first_scan_index)."""
-        return _bool(self.first_scan_index)
+    def code_states_cached(self) -> bool:
+        """Whether the scan buffer keeps a code-state cache (see code_state_cache)."""
+        return _bool(self.code_state_cache)
 
     def with_overrides(self, **changes: object) -> Config:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from trace.extensions import config, db, engine, per_app
 from trace.models.enums import DeviceKind, ScanChannel
 from trace.services import resolve as resolver
 from trace.services import scanlog
-from trace.services.firstscans import FirstScanIndex
+from trace.services.codestates import CodeStateCache
 from trace.services.keys import load_keyring
 from trace.services.scanbuffer import ScanBuffer
 
@@ -79,7 +79,7 @@ def scan_buffer() -> ScanBuffer | None:
             verdict_engine(),
             interval=cfg.scan_log_flush_ms / 1000.0,
             cap=cfg.scan_log_buffer_cap,
-            first_scans=FirstScanIndex if cfg.first_scans_indexed else None,
+            state_cache=CodeStateCache if cfg.code_states_cached else None,
         ),
     )
 

@@ -511,11 +511,11 @@ def resolve(
         return COUNTERFEIT  # before any database access
     pending: Pending | None = None
 
-    first_scans = buffer.first_scans if buffer is not None else None
+    kept = buffer.state_cache if buffer is not None else None
 
     def fetch() -> Any:
-        if first_scans is not None:  # a code never scanned needs no read (firstscans.py)
-            row = first_scans.facts(code.run_id, code.serial)
+        if kept is not None:  # the worker's copy, kept current (services/codestates.py)
+            row = kept.facts(code.run_id, code.serial)
             if row is not None:
                 return row
         return read_facts(session, code.run_id, code.serial, engine)

@@ -68,7 +68,7 @@ from trace.services import scanlog
 from trace.services.scanlog import ScanContext, ScanFacts, ScanRecord
 
 if TYPE_CHECKING:
-    from trace.services.firstscans import FirstScanIndex
+    from trace.services.codestates import CodeStateCache
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class ScanBuffer:
         cap: int = 20_000,
         batch: int = 2_000,
         id_block: int = 500,
-        first_scans: Callable[[Engine], FirstScanIndex] | None = None,
+        state_cache: Callable[[Engine], CodeStateCache] | None = None,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError("the scan buffer needs PostgreSQL (ids come from its sequence)")
@@ -227,7 +227,7 @@ class ScanBuffer:
         self.cap = cap
         self.batch = batch
         self.id_block = id_block
-        self._first_scans = first_scans
+        self._state_cache = state_cache
         self.dropped = 0
         self.flushed = 0
         self._reset()
@@ -250,11 +250,11 @@ class ScanBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        #: Which codes were ever scanned (services.firstscans), kept current by this
-        #: buffer's thread and told of this buffer's own writes. A parent's index is left
-        #: alone after a fork: it connects only from the thread, which the parent of
-        #: gunicorn's workers never starts.
-        self.first_scans = self._first_scans(self.engine) if self._first_scans else None
+        #: The code states of the runs this worker serves (services.codestates), kept
+        #: current by this buffer's thread and told of this buffer's own writes. A
+        #: parent's cache is left alone after a fork: it connects only from the thread,
+        #: which the parent of gunicorn's workers never starts.
+        self.state_cache = self._state_cache(self.engine) if self._state_cache else None
 
     # -- the request side ------------------------------------------------------------------
 
@@ -394,8 +394,9 @@ class ScanBuffer:
             self._begin_commit()
             committing = True
 
+        codes = self._codes_of(taken)
         try:
-            states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(taken)]
+            states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(codes)]
             args = [_json([scan.row for scan in taken]), _json(states)]
             try:
                 pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
@@ -414,13 +415,13 @@ class ScanBuffer:
         finally:
             if not committing:  # failed before the commit: nothing was written
                 self._begin_commit()
-            self._end_commit(taken, written)
+            self._end_commit(taken, codes if written else None)
         self.flushed += len(taken)
         return len(taken)
 
     @staticmethod
-    def _states(taken: list[_Scan]) -> list[tuple[Any, ...]]:
-        """Code-state rows, one per code, sorted by (run_id, serial)."""
+    def _codes_of(taken: list[_Scan]) -> dict[tuple[int, int], _Code]:
+        """The counted scans per code."""
         codes: dict[tuple[int, int], _Code] = {}
         for scan in taken:
             if scan.key is None:
@@ -429,6 +430,11 @@ class ScanBuffer:
             if code is None:
                 code = codes[scan.key] = _Code(scan.at, scan.region, None)
             code.add(scan.at, scan.region, scan.reason)
+        return codes
+
+    @staticmethod
+    def _states(codes: dict[tuple[int, int], _Code]) -> list[tuple[Any, ...]]:
+        """Code-state rows, one per code, sorted by (run_id, serial)."""
         return [
             (
                 run_id,
@@ -448,12 +454,15 @@ class ScanBuffer:
         with self._stable:
             self._gen += 1
 
-    def _end_commit(self, taken: list[_Scan], written: bool) -> None:
+    def _end_commit(self, taken: list[_Scan], written: dict[tuple[int, int], _Code] | None) -> None:
         """The taken scans are in the database now (or lost): no longer pending. Written
-        ones are marked scanned in the first-scan index first, so a reader never finds a
-        code neither queued nor marked."""
-        if written and self.first_scans is not None:
-            self.first_scans.mark_scanned(scan.key for scan in taken if scan.key is not None)
+        ones (per code) go into the code-state cache first, so a reader never finds a scan
+        neither queued nor counted."""
+        if written is not None and self.state_cache is not None:
+            self.state_cache.add_written(
+                (run_id, serial, c.count, c.first_at, c.first_region, c.reason)
+                for (run_id, serial), c in written.items()
+            )
         with self._lock:
             for scan in taken:
                 if scan.key is None:
@@ -475,8 +484,8 @@ class ScanBuffer:
         try:
             self.flush()
             self._refill()
-            if self.first_scans is not None:
-                self.first_scans.maintain()
+            if self.state_cache is not None:
+                self.state_cache.maintain()
         except Exception:  # the thread must outlive any error; flush() counts its own
             log.exception("scan log buffer thread")
 
@@ -493,8 +502,8 @@ class ScanBuffer:
             if thread.is_alive():  # a flush stuck on the database: say so, do not hang
                 log.error("scan log buffer thread still running 10 s after close()")
         self.flush()
-        if self.first_scans is not None:
-            self.first_scans.close()
+        if self.state_cache is not None:
+            self.state_cache.close()
 
 
 def _run(

@@ -1,25 +1,27 @@
-"""PostgreSQL: notify listeners of new code states and of changed run facts
+"""PostgreSQL: notify listeners of changed code states and run facts
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 
-Each worker keeps, per label run it has seen scanned, which of the run's codes have ever
-been scanned (services/firstscans.py), so that a code's first scan -- most scans: a shopper
-scans a package once -- is answered without reading the database. That knowledge must not
-go stale, so the database tells every worker what changes, in commit order and only once
-committed (LISTEN/NOTIFY):
+Each worker keeps the code states of the label runs it has seen scanned
+(services/codestates.py), so that a scan is answered without reading the database. That
+copy must not go stale, so the database tells every worker what changes, in commit order
+and only once committed (LISTEN/NOTIFY):
 
-* ``trace_code_states``: a code state was created (a code's first scan was written, by any
-  worker, host or tool). The payload lists the new rows as ``run_id:serial`` separated by
-  commas, at most 200 per notification (NOTIFY payloads must stay under 8,000 bytes).
+* ``trace_code_states``: code states were created or changed (by any worker, host or
+  tool). The payload lists each changed row as
+  ``run_id:serial:scan_count:first_scan_at:first_region_code:suspicious_reason`` (the time
+  as microseconds since 1970 UTC, empty fields for NULL), rows separated by commas, at most
+  80 per notification (payloads must stay under 8,000 bytes).
 * ``trace_run_facts``: something a verdict reads besides the code's state changed -- a
   label run (status), a batch (recall status), a void range, a recall, or a batch's events
   or attachments (what the public page shows). No payload: workers drop all they keep of
   run facts and read them again; these writes are rare next to scans.
 
-Statement-level triggers: one notification per statement (and PostgreSQL folds identical
-ones within a transaction), not one per row. SQLite has no listeners and gets nothing.
+Statement-level triggers with transition tables: one trigger call per statement, not per
+row (the scan log writes a flush's code states in one statement). SQLite has no listeners
+and gets nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: One trigger per event: a trigger with a transition table takes one event only.
+CODE_STATE_EVENTS = ("INSERT", "UPDATE")
 #: Tables whose changes alter a verdict's run facts (services.resolve's verdict query).
 RUN_FACT_TABLES = ("label_runs", "batches", "label_voids", "recalls", "trace_events", "attachments")
 
@@ -45,18 +49,23 @@ def upgrade() -> None:
         """
         CREATE FUNCTION trace_notify_code_states() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM pg_notify('trace_code_states', string_agg(run_id || ':' || serial, ','))
-            FROM (SELECT run_id, serial, (row_number() OVER ()) / 200 AS part FROM created) AS c
+            -- concat_ws would skip a NULL field, so NULLs go as empty text
+            PERFORM pg_notify('trace_code_states', string_agg(concat_ws(':',
+                    run_id, serial, scan_count,
+                    coalesce(((extract(epoch FROM first_scan_at) * 1000000)::bigint)::text, ''),
+                    coalesce(first_region_code, ''), coalesce(suspicious_reason, '')), ','))
+            FROM (SELECT *, (row_number() OVER ()) / 80 AS part FROM changed) AS c
             GROUP BY part;
             RETURN NULL;
         END $$
         """
     )
-    op.execute(
-        "CREATE TRIGGER notify_code_states AFTER INSERT ON code_states "
-        "REFERENCING NEW TABLE AS created "
-        "FOR EACH STATEMENT EXECUTE FUNCTION trace_notify_code_states()"
-    )
+    for event in CODE_STATE_EVENTS:
+        op.execute(
+            f"CREATE TRIGGER notify_code_states_{event.lower()} AFTER {event} ON code_states "
+            "REFERENCING NEW TABLE AS changed "
+            "FOR EACH STATEMENT EXECUTE FUNCTION trace_notify_code_states()"
+        )
     op.execute(
         """
         CREATE FUNCTION trace_notify_run_facts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -79,5 +88,6 @@ def downgrade() -> None:
     for table in RUN_FACT_TABLES:
         op.execute(f"DROP TRIGGER notify_run_facts ON {table}")
     op.execute("DROP FUNCTION trace_notify_run_facts()")
-    op.execute("DROP TRIGGER notify_code_states ON code_states")
+    for event in CODE_STATE_EVENTS:
+        op.execute(f"DROP TRIGGER notify_code_states_{event.lower()} ON code_states")
     op.execute("DROP FUNCTION trace_notify_code_states()")

@@ -1,7 +1,7 @@
-"""The first-scan index (services/firstscans.py) against the verdict read as its oracle: a
+"""The code-state cache (services/codestates.py) against the verdict read as its oracle: a
 code it answers for must read exactly as the database would; anything it cannot vouch for
-(scanned before, run not loaded, notifications lost, triggers missing) must go to the
-database; and what other workers, producers and regulators change must reach it."""
+(run not loaded, notifications lost, triggers missing) must go to the database; and what
+other workers, producers and regulators change must reach it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,10 +27,10 @@ from trace.models import LabelRun
 from trace.models.enums import Role
 from trace.services import labels, recalls, resolve
 from trace.services.actors import Actor
-from trace.services.firstscans import FirstScanIndex
+from trace.services.codestates import CodeStateCache
 from trace.services.resolve import read_facts
 
-require_postgresql("the first-scan index (LISTEN/NOTIFY)")
+require_postgresql("the code-state cache (LISTEN/NOTIFY)")
 
 
 @pytest.fixture
@@ -39,9 +40,9 @@ def db_url() -> Iterator[str]:
 
 @pytest.fixture
 def config(config: Config) -> Config:
-    # A long flush interval: the buffer's thread (which also maintains the index) stays out
+    # A long flush interval: the buffer's thread (which also maintains the cache) stays out
     # of the way; the tests flush and maintain when they mean to.
-    return config.with_overrides(scan_log_flush_ms=60_000, first_scan_index="on")
+    return config.with_overrides(scan_log_flush_ms=60_000, code_state_cache="on")
 
 
 @pytest.fixture
@@ -58,10 +59,10 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return seen
 
 
-def _index(app: Flask) -> FirstScanIndex:
+def _cache(app: Flask) -> CodeStateCache:
     buffer = app.extensions.get("trace.scan_buffer")
-    assert buffer is not None and buffer.first_scans is not None
-    return buffer.first_scans  # type: ignore[no-any-return]
+    assert buffer is not None and buffer.state_cache is not None
+    return buffer.state_cache  # type: ignore[no-any-return]
 
 
 def _engine(app: Flask) -> Engine:
@@ -91,13 +92,17 @@ def _admin(world: World) -> Actor:
     )
 
 
-def _loaded(app: Flask, client: FlaskClient, world: World, *runs: int) -> FirstScanIndex:
-    """The app's index with ``runs`` loaded: a scan of each asks for it, maintain loads."""
+def _loaded(app: Flask, client: FlaskClient, world: World, *runs: int) -> CodeStateCache:
+    """The app's cache with ``runs`` loaded: a scan of each asks for it, maintain loads."""
     for run in runs:
         _api(client, world.code(0, run))
-    index = _index(app)
-    index.maintain()  # connects the listener; runs asked for before it are loaded too
-    return index
+    cache = _cache(app)
+    cache.maintain()  # connects the listener; runs asked for before it are loaded too
+    return cache
+
+
+def _micros(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _eventually(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
@@ -109,7 +114,7 @@ def _eventually(check: Callable[[], bool], what: str, seconds: float = 10.0) -> 
         time.sleep(0.01)
 
 
-def test_a_first_scan_is_answered_without_a_read_and_as_the_read_would(
+def test_scans_are_answered_without_a_read_and_as_the_read_would(
     app: Flask, client: FlaskClient, world: World, reads: list[tuple[int, int]]
 ) -> None:
     run, first = world.citrus_run, _first_serial(world, world.citrus_run)
@@ -117,78 +122,94 @@ def test_a_first_scan_is_answered_without_a_read_and_as_the_read_would(
         labels.void_range(s, _admin(world), run, first + 5, first + 6, "印坏")
         labels.void_range(s, _admin(world), run, first + 6, first + 9, "重复")
         s.commit()
-    for i in (1, 1, 2):
+    for i in (1, 1, 2, 6):
         _api(client, world.code(i))
+    for _ in range(6):  # over the suspicious-count limit (5): a sticky suspicion
+        _api(client, world.code(3))
     world.flush()
-    index = _index(app)
-    index.maintain()
+    with app.extensions["trace.engine"].begin() as conn:  # a county, as a kiosk scan leaves
+        conn.execute(
+            text("UPDATE code_states SET first_region_code = '530423' WHERE serial = :s"),
+            {"s": first + 2},
+        )
+    cache = _cache(app)
+    cache.maintain()
     engine = _engine(app)
-    # Every serial of the run and around it: the index answers only codes never scanned,
-    # and then with the very row the database gives.
-    answered = 0
+    # Every serial of the run and around it: the cache answers every code of the run, with
+    # the very row the database gives -- counts, first scans, suspicion, voids.
     for serial in range(first - 2, first + 203):
-        row = index.facts(run, serial)
+        row = cache.facts(run, serial)
         oracle = read_facts(_no_session, run, serial, engine)
         if row is None:
-            assert serial in (first + 1, first + 2) or not first <= serial < first + 200
+            assert not first <= serial < first + 200, serial
             continue
-        answered += 1
         assert row == oracle, serial
-    assert answered == 198
-    assert index.facts(run, first + 6).void_reason == "印坏"  # the lower id, as the query
-    assert index.facts(run, first + 8).void_reason == "重复"
-    # End to end: a fresh code reads nothing and is a first scan.
+    assert cache.facts(run, first + 1).scan_count == 2
+    assert cache.facts(run, first + 2).first_region_code == "530423"
+    assert cache.facts(run, first + 3).suspicious_reason == "count"
+    assert cache.facts(run, first + 6).void_reason == "印坏"  # the lower id, as the query
+    assert cache.facts(run, first + 8).void_reason == "重复"
+    # End to end: no read, a first scan, then counts from the queue and the cache.
     reads.clear()
     body = _api(client, world.code(50))
-    assert reads == []
     assert body["verdict"] == "genuine" and body["scan"]["count"] == 1
     assert body["scan"]["first_scan"] is True
-    # Scanned again before any flush: the queued scan counts, as on the read path.
-    assert _api(client, world.code(50))["scan"]["count"] == 2
-    assert reads == []
-    # The flush marks the code scanned as it commits, not when the database's notification
-    # arrives: in between, the code would be neither queued nor marked.
+    first_at = datetime.fromisoformat(body["scan"]["first_scan_at"])
+    assert _api(client, world.code(50))["scan"]["count"] == 2  # queued, not written yet
+    # The flush counts the code's scans in as it commits, not when the database's
+    # notification arrives: in between, they would be neither queued nor counted.
     world.flush()
-    assert index._runs[run].scanned[50] == 1  # no notification taken since the flush
-    # From now on the database answers: count 3.
-    assert _api(client, world.code(50))["scan"]["count"] == 3
-    assert reads == [(run, first + 50)]
+    kept = cache._runs[run]  # no notification taken since the flush
+    assert kept.counts[50] == 2
+    assert kept.first_us[50] == _micros(first_at)
+    body = _api(client, world.code(50))
+    assert body["scan"]["count"] == 3 and body["scan"]["first_scan"] is False
+    assert _api(client, world.code(1))["scan"]["count"] == 3
+    assert reads == []
+    world.flush()
+    assert kept.counts[50] == 3 and kept.first_us[50] == _micros(first_at)  # first stays first
+    _eventually(
+        lambda: cache.facts(run, first + 50) == read_facts(_no_session, run, first + 50, engine),
+        "the flush's notification",
+    )
 
 
 def test_a_scan_by_another_worker_reaches_this_one(
     app: Flask, client: FlaskClient, world: World, config: Config
 ) -> None:
-    index = _loaded(app, client, world, world.citrus_run)
+    cache = _loaded(app, client, world, world.citrus_run)
     first = _first_serial(world, world.citrus_run)
-    assert index.facts(world.citrus_run, first + 40) is not None
+    assert cache.facts(world.citrus_run, first + 40).scan_count is None
     other = create_app(config)  # a second gunicorn worker on the same database
     try:
-        assert _api(other.test_client(), world.code(40))["scan"]["count"] == 1
-        other.extensions["trace.scan_buffer"].flush()
+        for count in (1, 2):
+            assert _api(other.test_client(), world.code(40))["scan"]["count"] == count
+            other.extensions["trace.scan_buffer"].flush()
     finally:
         close_app(other)
     _eventually(
-        lambda: index.facts(world.citrus_run, first + 40) is None, "the other worker's scan"
+        lambda: cache.facts(world.citrus_run, first + 40).scan_count == 2,
+        "the other worker's scans",
     )
     body = _api(client, world.code(40))
-    assert body["scan"]["count"] == 2 and body["scan"]["first_scan"] is False
+    assert body["scan"]["count"] == 3 and body["scan"]["first_scan"] is False
 
 
-def test_recalls_voids_and_records_reach_the_index(
+def test_recalls_voids_and_records_reach_the_cache(
     app: Flask, client: FlaskClient, world: World
 ) -> None:
-    index = _loaded(app, client, world, world.citrus_run)
+    cache = _loaded(app, client, world, world.citrus_run)
     run, first = world.citrus_run, _first_serial(world, world.citrus_run)
     engine = _engine(app)
 
     def refreshed(serial: int) -> Any:
-        _eventually(lambda: index.facts(run, serial) is None, "the run's facts dropped")
-        index.maintain()  # the next tick loads them again
-        row = index.facts(run, serial)
+        _eventually(lambda: cache.facts(run, serial) is None, "the run's facts dropped")
+        cache.maintain()  # the next tick loads them again
+        row = cache.facts(run, serial)
         assert row is not None and row == read_facts(_no_session, run, serial, engine)
         return row
 
-    assert index.facts(run, first + 30) is not None
+    assert cache.facts(run, first + 30) is not None
     with world.session() as s:
         labels.void_range(s, _admin(world), run, first + 30, first + 31, "被盗")
         s.commit()
@@ -197,7 +218,7 @@ def test_recalls_voids_and_records_reach_the_index(
 
     from tests.web.test_scan_rules import add_events
 
-    before = index.facts(run, first + 60).events_stamp
+    before = cache.facts(run, first + 60).events_stamp
     add_events(world, world.demo["batch_id"], 1)  # the page must show the new record
     assert refreshed(first + 60).events_stamp != before
 
@@ -219,10 +240,10 @@ def test_recalls_voids_and_records_reach_the_index(
 def test_threads_of_one_worker_count_every_scan_once(app: Flask, world: World) -> None:
     """Requests racing the flushes (a short interval): each scan of a code reads a count
     no other scan of it read, and together they read 1..n -- no scan lost between the
-    queue and the index, none counted twice."""
-    index = _loaded(app, app.test_client(), world, world.citrus_run)
+    queue and the cache, none counted twice."""
+    cache = _loaded(app, app.test_client(), world, world.citrus_run)
     buffer = app.extensions["trace.scan_buffer"]
-    buffer.interval = 0.003  # the thread flushes (and maintains the index) all the time
+    buffer.interval = 0.003  # the thread flushes (and maintains the cache) all the time
     buffer._wake.set()
     codes = [world.code(i) for i in range(100, 112)]
     rng = random.Random(11)
@@ -249,39 +270,39 @@ def test_threads_of_one_worker_count_every_scan_once(app: Flask, world: World) -
     assert not errors
     for code, counts in seen.items():
         assert sorted(counts) == list(range(1, len(counts) + 1)), (code, counts)
-    assert index.answered >= len(codes) // 2  # first scans did go through the index
+    assert cache.answered >= 200  # the scans did go through the cache
 
 
 def test_a_lost_listener_drops_everything_until_it_is_back(
     app: Flask, client: FlaskClient, world: World, reads: list[tuple[int, int]]
 ) -> None:
-    index = _loaded(app, client, world, world.citrus_run)
+    cache = _loaded(app, client, world, world.citrus_run)
     run, first = world.citrus_run, _first_serial(world, world.citrus_run)
-    assert index.facts(run, first + 80) is not None
-    listener = index._listener
+    assert cache.facts(run, first + 80) is not None
+    listener = cache._listener
     assert listener is not None
     pid = listener.driver_connection.info.backend_pid  # type: ignore[union-attr]
     with app.extensions["trace.engine"].connect() as admin:
         assert admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
     # Whatever was missed while it was gone, nothing kept is trusted any more.
-    _eventually(lambda: index.facts(run, first + 80) is None, "the broken listener noticed")
-    assert index._listener is None and index._runs == {}
+    _eventually(lambda: cache.facts(run, first + 80) is None, "the broken listener noticed")
+    assert cache._listener is None and cache._runs == {}
     reads.clear()
     assert _api(client, world.code(80))["scan"]["count"] == 1
     assert reads == [(run, first + 80)]  # the database answered
-    index.maintain()  # reconnects; the scan just made asked for the run again
-    assert index.facts(run, first + 81) is not None
+    cache.maintain()  # reconnects; the scan just made asked for the run again
+    assert cache.facts(run, first + 81) is not None
     assert _api(client, world.code(80))["scan"]["count"] == 2  # queued + this one
 
 
-def test_without_its_triggers_the_index_stays_off(
+def test_without_its_triggers_the_cache_stays_off(
     app: Flask, client: FlaskClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     with app.extensions["trace.engine"].begin() as conn:
         conn.execute(text("ALTER TABLE recalls DISABLE TRIGGER notify_run_facts"))
-    with caplog.at_level(logging.WARNING, logger="trace.services.firstscans"):
-        index = _loaded(app, client, world, world.citrus_run)
-    assert index._listener is None
-    assert index.facts(world.citrus_run, _first_serial(world, world.citrus_run) + 90) is None
-    assert "6 of its 7 triggers" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="trace.services.codestates"):
+        cache = _loaded(app, client, world, world.citrus_run)
+    assert cache._listener is None
+    assert cache.facts(world.citrus_run, _first_serial(world, world.citrus_run) + 90) is None
+    assert "7 of its 8 triggers" in caplog.text
     assert _api(client, world.code(90))["scan"]["count"] == 1
