@@ -97,8 +97,14 @@ def _release(engine: Engine) -> None:
         raw.close()
 
 
+#: Connections a forked child inherited: kept referenced, never used -- collecting them
+#: would close the parent's connections from the child.
+_inherited: list[list[PoolProxiedConnection]] = []
+
+
 def _forget_after_fork() -> None:
     # The child must not talk on its parent's sockets; the parent still owns them.
+    _inherited.extend(list(_kept.values()))
     _kept.clear()
 
 

@@ -4,24 +4,26 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 
-Each worker keeps the code states of the label runs it has seen scanned
-(services/codestates.py), so that a scan is answered without reading the database. That
-copy must not go stale, so the database tells every worker what changes, in commit order
-and only once committed (LISTEN/NOTIFY):
+Each worker keeps the code states of the label runs it serves (services/codestates.py), so
+that a scan is answered without reading the database. That copy must not go stale, so the
+database tells every worker what changes, in commit order and only once committed
+(LISTEN/NOTIFY):
 
 * ``trace_code_states``: code states were created or changed (by any worker, host or
-  tool). The payload lists each changed row as
-  ``run_id:serial:scan_count:first_scan_at:first_region_code:suspicious_reason`` (the time
-  as microseconds since 1970 UTC, empty fields for NULL), rows separated by commas, at most
-  80 per notification (payloads must stay under 8,000 bytes).
-* ``trace_run_facts``: something a verdict reads besides the code's state changed -- a
-  label run (status), a batch (recall status), a void range, a recall, or a batch's events
-  or attachments (what the public page shows). No payload: workers drop all they keep of
-  run facts and read them again; these writes are rare next to scans.
+  tool). The payload is a JSON array of ``[run_id, serial, scan_count, first_scan_at,
+  first_region_code, suspicious_reason]`` (the time as microseconds since 1970 UTC), split
+  into several notifications of at most ~7,000 bytes (payloads must stay under 8,000).
+  Statement-level triggers with transition tables: one call per statement (the scan log
+  writes a flush's states in one statement), not per row.
+* ``trace_run_facts``: something else a verdict reads changed. ``run:<id>`` for a label run
+  or its void ranges, ``batch:<id>`` for a batch, its recalls, events or attachments (what
+  the public page shows), ``all`` for a TRUNCATE of any of them and for deleted code
+  states. Row-level triggers: these writes are rare next to scans, and PostgreSQL folds
+  identical notifications within a transaction.
+* ``trace_state_ping`` carries no trigger: workers notify themselves on it to check that
+  notifications still arrive.
 
-Statement-level triggers with transition tables: one trigger call per statement, not per
-row (the scan log writes a flush's code states in one statement). SQLite has no listeners
-and gets nothing.
+SQLite has no listeners and gets nothing.
 """
 
 from __future__ import annotations
@@ -37,8 +39,15 @@ depends_on: str | Sequence[str] | None = None
 
 #: One trigger per event: a trigger with a transition table takes one event only.
 CODE_STATE_EVENTS = ("INSERT", "UPDATE")
-#: Tables whose changes alter a verdict's run facts (services.resolve's verdict query).
-RUN_FACT_TABLES = ("label_runs", "batches", "label_voids", "recalls", "trace_events", "attachments")
+#: Tables whose changes alter a verdict's run facts, with what the notification names.
+RUN_FACT_TABLES = (
+    ("label_runs", "run", "id"),
+    ("label_voids", "run", "run_id"),
+    ("batches", "batch", "id"),
+    ("recalls", "batch", "batch_id"),
+    ("trace_events", "batch", "batch_id"),
+    ("attachments", "batch", "batch_id"),
+)
 
 
 def upgrade() -> None:
@@ -49,12 +58,17 @@ def upgrade() -> None:
         """
         CREATE FUNCTION trace_notify_code_states() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            -- concat_ws would skip a NULL field, so NULLs go as empty text
-            PERFORM pg_notify('trace_code_states', string_agg(concat_ws(':',
-                    run_id, serial, scan_count,
-                    coalesce(((extract(epoch FROM first_scan_at) * 1000000)::bigint)::text, ''),
-                    coalesce(first_region_code, ''), coalesce(suspicious_reason, '')), ','))
-            FROM (SELECT *, (row_number() OVER ()) / 80 AS part FROM changed) AS c
+            PERFORM pg_notify('trace_code_states', '[' || string_agg(item, ',') || ']')
+            FROM (
+                SELECT item, sum(octet_length(item) + 1) OVER (ORDER BY n) / 7000 AS part
+                FROM (
+                    SELECT row_number() OVER () AS n, json_build_array(
+                        run_id, serial, scan_count,
+                        (extract(epoch FROM first_scan_at) * 1000000)::bigint,
+                        first_region_code, suspicious_reason)::text AS item
+                    FROM changed
+                ) AS items
+            ) AS parts
             GROUP BY part;
             RETURN NULL;
         END $$
@@ -70,24 +84,46 @@ def upgrade() -> None:
         """
         CREATE FUNCTION trace_notify_run_facts() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM pg_notify('trace_run_facts', '');
+            -- TG_ARGV: what to name (run, batch or all) and the row's column holding its id
+            IF TG_LEVEL = 'STATEMENT' THEN
+                PERFORM pg_notify('trace_run_facts', 'all');
+                RETURN NULL;
+            END IF;
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                PERFORM pg_notify('trace_run_facts',
+                                  TG_ARGV[0] || ':' || (to_jsonb(OLD) ->> TG_ARGV[1]));
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                PERFORM pg_notify('trace_run_facts',
+                                  TG_ARGV[0] || ':' || (to_jsonb(NEW) ->> TG_ARGV[1]));
+            END IF;
             RETURN NULL;
         END $$
         """
     )
-    for table in RUN_FACT_TABLES:
+    op.execute(
+        "CREATE TRIGGER notify_code_states_reset AFTER DELETE OR TRUNCATE ON code_states "
+        "FOR EACH STATEMENT EXECUTE FUNCTION trace_notify_run_facts('all', '')"
+    )
+    for table, kind, column in RUN_FACT_TABLES:
         op.execute(
-            f"CREATE TRIGGER notify_run_facts AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-            f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION trace_notify_run_facts()"
+            f"CREATE TRIGGER notify_run_facts AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION trace_notify_run_facts('{kind}', '{column}')"
+        )
+        op.execute(
+            f"CREATE TRIGGER notify_run_facts_truncate AFTER TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION trace_notify_run_facts('all', '')"
         )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for table in RUN_FACT_TABLES:
+    for table, _kind, _column in RUN_FACT_TABLES:
+        op.execute(f"DROP TRIGGER notify_run_facts_truncate ON {table}")
         op.execute(f"DROP TRIGGER notify_run_facts ON {table}")
-    op.execute("DROP FUNCTION trace_notify_run_facts()")
+    op.execute("DROP TRIGGER notify_code_states_reset ON code_states")
     for event in CODE_STATE_EVENTS:
         op.execute(f"DROP TRIGGER notify_code_states_{event.lower()} ON code_states")
+    op.execute("DROP FUNCTION trace_notify_run_facts()")
     op.execute("DROP FUNCTION trace_notify_code_states()")

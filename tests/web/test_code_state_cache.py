@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 
 from tests.conftest import migrated_pg_database, require_postgresql
 from tests.web.conftest import World
+from trace import pq
 from trace.app import close_app, create_app
 from trace.config import Config
 from trace.models import LabelRun
@@ -271,6 +272,126 @@ def test_threads_of_one_worker_count_every_scan_once(app: Flask, world: World) -
     for code, counts in seen.items():
         assert sorted(counts) == list(range(1, len(counts) + 1)), (code, counts)
     assert cache.answered >= 200  # the scans did go through the cache
+    buffer.flush()
+    first, engine = _first_serial(world, world.citrus_run), _engine(app)
+    for serial in range(first + 100, first + 112):  # and it agrees with the database
+        _eventually(
+            lambda s=serial: (
+                cache.facts(world.citrus_run, s)
+                == read_facts(_no_session, world.citrus_run, s, engine)
+            ),
+            f"serial {serial} as the database has it",
+        )
+
+
+def test_a_flush_counts_its_scans_once_whichever_comes_first(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush's own notification may be taken (by any scan) before the flush hands its
+    states to the cache: both carry the database's values, so the scans count once."""
+    cache = _loaded(app, client, world, world.citrus_run)
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    for _ in range(2):
+        _api(client, world.code(60))
+    real = cache.apply_written
+
+    def after_the_notification(states: str | None) -> None:
+        monkeypatch.setattr(cache, "apply_written", real)  # this flush only
+        _eventually(
+            lambda: (
+                cache.facts(run, first + 60) is not None and int(cache._runs[run].counts[60]) == 2
+            ),
+            "the flush's notification taken first",
+        )
+        real(states)
+
+    monkeypatch.setattr(cache, "apply_written", after_the_notification)
+    world.flush()
+    assert int(cache._runs[run].counts[60]) == 2
+    assert _api(client, world.code(60))["scan"]["count"] == 3
+
+
+def test_large_flushes_and_long_values_arrive_in_several_notifications(
+    app: Flask, world: World, config: Config
+) -> None:
+    """Payloads must stay under 8,000 bytes: the triggers split them; every state of a
+    statement arrives, whatever its length."""
+    cache = _loaded(app, app.test_client(), world, world.citrus_run)
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    other = create_app(config)  # another worker scans and flushes in one statement
+    try:
+        client = other.test_client()
+        for i in range(150):
+            _api(client, world.code(i))
+        other.extensions["trace.scan_buffer"].flush()
+    finally:
+        close_app(other)
+    with app.extensions["trace.engine"].begin() as conn:  # ~170 bytes more per state
+        conn.execute(
+            text("UPDATE code_states SET suspicious_reason = repeat('疑', 40) WHERE run_id = :r"),
+            {"r": run},
+        )
+    engine = _engine(app)
+    for serial in range(first, first + 200):
+        _eventually(
+            lambda s=serial: cache.facts(run, s) == read_facts(_no_session, run, s, engine),
+            f"serial {serial}",
+        )
+    assert cache.facts(run, first + 149).suspicious_reason == "疑" * 40
+
+
+def test_a_change_to_one_batch_leaves_other_runs_kept(
+    app: Flask, client: FlaskClient, world: World
+) -> None:
+    from tests.web.test_scan_rules import add_events
+
+    cache = _loaded(app, client, world, world.citrus_run, world.tomato_run)
+    citrus, tomato = (_first_serial(world, r) for r in (world.citrus_run, world.tomato_run))
+    add_events(world, world.demo["tomato_batch_id"], 1)
+    _eventually(lambda: cache.facts(world.tomato_run, tomato) is None, "tomato's facts dropped")
+    assert cache.facts(world.citrus_run, citrus) is not None  # citrus untouched
+    with app.extensions["trace.engine"].begin() as conn:  # a correction deletes states
+        conn.execute(text("DELETE FROM code_states WHERE run_id = :r"), {"r": world.citrus_run})
+    _eventually(
+        lambda: cache.facts(world.citrus_run, citrus) is None and cache._runs == {},
+        "everything dropped",
+    )
+
+
+def test_notifications_that_stop_silently_stop_the_cache(
+    app: Flask, client: FlaskClient, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection that stops delivering without an error (a proxy, a half-open socket):
+    the cache's own ping does not come back, and it stops answering."""
+    cache = _loaded(app, client, world, world.citrus_run)
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    assert cache.facts(run, first + 90) is not None
+    cache.PING_EVERY, cache.PING_TIMEOUT = 0.05, 0.5
+    assert cache._listener is not None
+    pq.command(cache._listener, b"UNLISTEN *")  # still connected, nothing arrives
+    time.sleep(0.1)
+    cache.maintain()  # pings (no answer comes)
+    _eventually(lambda: cache.facts(run, first + 90) is None, "untrusted once overdue")
+    with caplog.at_level(logging.WARNING, logger="trace.services.codestates"):
+        cache.maintain()
+    assert cache._listener is None and cache._runs == {}
+    assert "notifications stopped arriving" in caplog.text
+    cache.maintain()  # a fresh listener
+    cache.maintain()
+    assert cache.facts(run, first + 91) is not None
+
+
+def test_a_trigger_switched_off_later_stops_the_cache(
+    app: Flask, client: FlaskClient, world: World
+) -> None:
+    cache = _loaded(app, client, world, world.citrus_run)
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    assert cache.facts(run, first + 95) is not None
+    with app.extensions["trace.engine"].begin() as conn:
+        conn.execute(text("ALTER TABLE code_states DISABLE TRIGGER notify_code_states_update"))
+    cache.PING_EVERY = 0.0
+    cache.maintain()  # the ping counts the triggers
+    assert cache._listener is None and cache.facts(run, first + 95) is None
 
 
 def test_a_lost_listener_drops_everything_until_it_is_back(
@@ -304,5 +425,5 @@ def test_without_its_triggers_the_cache_stays_off(
         cache = _loaded(app, client, world, world.citrus_run)
     assert cache._listener is None
     assert cache.facts(world.citrus_run, _first_serial(world, world.citrus_run) + 90) is None
-    assert "7 of its 8 triggers" in caplog.text
+    assert "14 of its 15 triggers" in caplog.text
     assert _api(client, world.code(90))["scan"]["count"] == 1

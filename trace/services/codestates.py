@@ -17,27 +17,30 @@ return; a run not loaded yet, or anything the cache cannot vouch for, is read fr
 database as before. How the copy stays exact:
 
 * The database notifies every change (migration 0005): each changed code state, with its
-  new values, on ``trace_code_states`` (in commit order, once committed), and any change
-  to run facts on ``trace_run_facts``. The worker LISTENs on a connection of its own,
+  values, on ``trace_code_states`` (in commit order, once committed); which run or batch
+  changed otherwise on ``trace_run_facts``. The worker LISTENs on a connection of its own,
   started before it loads anything. A notification taken before a run's load began is in
-  the load's snapshot; one taken after is applied on top. A state is only replaced by one
-  with at least its count (counts only grow), so order and repeats do not matter.
+  the load's snapshot; one taken after is applied on top. A state only replaces one with a
+  lower or equal count (counts only grow), so order and repeats do not matter.
 * This worker's own scans: queued ones count through the scan buffer as before, and when a
-  flush commits the buffer adds them here (:meth:`add_written`) before it forgets them, so
-  no moment exists where a scan is neither queued nor counted. That sum is a lower bound
-  (another worker may have written meanwhile); the flush's own notification, carrying the
-  database's values, replaces it a moment later.
-* If the listening connection fails, everything kept is dropped at once and rebuilt after
-  it is back: nothing is trusted across a gap in the notifications. Without every trigger
-  of migration 0005 in force the cache stays off (and logs why).
-* A run-facts notification drops every run's facts (rare: recalls, voids, records); scans
-  read the database until the next tick has loaded them again.
+  flush commits, the buffer hands over the states its statement returned -- the database's
+  own values, like a notification's -- before it forgets the scans (:meth:`apply_written`):
+  no moment exists where a scan is neither queued nor counted, and none is counted twice.
+* Nothing is trusted across a gap in the notifications: if the listening connection fails,
+  everything kept is dropped and rebuilt once it is back; every second the worker notifies
+  itself (``trace_state_ping``) and checks the triggers are in force, and answers nothing
+  from memory if its own ping has not come back within ``PING_TIMEOUT`` -- a connection
+  that died silently, or triggers switched off, cost a few seconds of staleness at most.
+  Without every trigger of migration 0005 the cache stays off (and logs why).
+* A run-facts notification drops that run's facts (or its batch's runs', or all); scans of
+  those runs read the database until the next tick has loaded them again.
 
 What stays as before: another worker's queued scans are invisible until its flush commits
 (up to the flush interval, 100 ms), plus the moment a notification takes to arrive.
 
 Notifications are taken from the socket without blocking, by each scan that asks and by the
-scan buffer's thread every tick, which also loads the runs scans asked for; a request never
+scan buffer's thread every tick, which also loads the runs scans asked for (at most
+``LOAD_BUDGET`` seconds of loading per tick, so flushes are not held up); a request never
 connects or loads anything itself. Memory: 12 bytes per code of each kept run, at most
 ``max_codes`` codes in all (the oldest runs are dropped first, and loaded again when
 scanned).
@@ -45,9 +48,11 @@ scanned).
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import threading
-from collections.abc import Iterable
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,26 +68,31 @@ log = logging.getLogger(__name__)
 
 CODE_STATES_CHANNEL = "trace_code_states"
 RUN_FACTS_CHANNEL = "trace_run_facts"
+PING_CHANNEL = "trace_state_ping"
+_CHANNELS = (CODE_STATES_CHANNEL, RUN_FACTS_CHANNEL, PING_CHANNEL)
 
 #: Codes kept per worker, over all runs (12 bytes each).
 MAX_CODES = 8_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: One code's scans in a committed flush: run_id, serial, scans, first scan's time, its
-#: county, the suspicion raised.
-Written = tuple[int, int, int, datetime, str | None, str | None]
-
-#: Migration 0005's triggers: two on code_states, one per run-facts table.
-TRIGGERS = 8
-_TRIGGERS = pq.Statement(
-    b"trace_state_triggers_1",
-    "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-    "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled <> 'D' AND ("
-    "(t.tgname IN ('notify_code_states_insert', 'notify_code_states_update') "
-    "AND c.relname = 'code_states') OR "
-    "(t.tgname = 'notify_run_facts' AND c.relname IN ('label_runs', 'batches', "
-    "'label_voids', 'recalls', 'trace_events', 'attachments')))",
+#: Migration 0005's triggers.
+TRIGGER_NAMES = (
+    "notify_code_states_insert",
+    "notify_code_states_update",
+    "notify_code_states_reset",
+    "notify_run_facts",
+    "notify_run_facts_truncate",
+)
+#: Three on code_states, two on each of six run-facts tables.
+TRIGGERS = 3 + 2 * 6
+#: A ping to itself, and the triggers in force (all of migration 0005's, not disabled).
+_PING = pq.Statement(
+    b"trace_state_ping_1",
+    "SELECT pg_notify('" + PING_CHANNEL + "', $1)::text, (SELECT count(*) FROM pg_trigger t "
+    "JOIN pg_class c ON c.oid = t.tgrelid "
+    "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled <> 'D' "
+    "AND t.tgname IN (" + ", ".join(f"'{n}'" for n in TRIGGER_NAMES) + "))",
 )
 _VOIDS = pq.Statement(
     b"trace_run_voids_1",
@@ -90,17 +100,17 @@ _VOIDS = pq.Statement(
 )
 #: The run's code states as text columns of comma-separated numbers (offsets from the first
 #: serial, counts, first scans in microseconds since 1970 UTC; 0 for none), and the few
-#: with a county or a suspicion as offset:count:county:suspicion: decoding a row per code
-#: would cost more than the query, these decode as whole arrays.
+#: with a county or a suspicion as a JSON array of [offset, count, county, suspicion]:
+#: decoding a row per code would cost more than the query; these decode as whole arrays.
 _STATES = pq.Statement(
-    b"trace_run_states_1",
+    b"trace_run_states_2",
     "SELECT coalesce(string_agg((serial - $2)::text, ',' ORDER BY serial), ''), "
     "coalesce(string_agg(scan_count::text, ',' ORDER BY serial), ''), "
     "coalesce(string_agg(coalesce(((extract(epoch FROM first_scan_at) * 1000000)::bigint)"
     "::text, '0'), ',' ORDER BY serial), ''), "
-    "coalesce(string_agg(concat_ws(':', serial - $2, scan_count, coalesce(first_region_code, "
-    "''), coalesce(suspicious_reason, '')), ',') FILTER (WHERE first_region_code IS NOT NULL "
-    "OR suspicious_reason IS NOT NULL), '') "
+    "coalesce(json_agg(json_build_array(serial - $2, scan_count, first_region_code, "
+    "suspicious_reason)) FILTER (WHERE first_region_code IS NOT NULL "
+    "OR suspicious_reason IS NOT NULL), '[]')::text "
     "FROM code_states WHERE run_id = $1",
 )
 
@@ -124,7 +134,9 @@ class _Run:
     #: (first_serial, last_serial, id, reason) per void range, by id.
     voids: tuple[tuple[int, int, int, str | None], ...] = ()
 
-    def set(self, offset: int, count: int, first_us: int, region: str, reason: str) -> None:
+    def set(
+        self, offset: int, count: int, first_us: int, region: str | None, reason: str | None
+    ) -> None:
         """A code state as the database had it at some commit: kept unless what is kept
         has a higher count (a later commit's)."""
         if not 0 <= offset < len(self.counts) or count < self.counts[offset]:
@@ -135,7 +147,7 @@ class _Run:
         _put(self.reasons, offset, reason)
 
 
-def _put(values: dict[int, str], offset: int, value: str) -> None:
+def _put(values: dict[int, str], offset: int, value: str | None) -> None:
     if value:
         values[offset] = value
     else:
@@ -144,6 +156,12 @@ def _put(values: dict[int, str], offset: int, value: str) -> None:
 
 class CodeStateCache:
     """Per worker process and app: see the module doc. Thread-safe."""
+
+    #: Seconds between pings; without its ping back for PING_TIMEOUT, nothing is trusted.
+    PING_EVERY = 1.0
+    PING_TIMEOUT = 5.0
+    #: Seconds of run loading per tick at most (the tick also flushes the scan log).
+    LOAD_BUDGET = 0.05
 
     def __init__(self, engine: Engine, max_codes: int = MAX_CODES) -> None:
         self.engine = engine
@@ -154,9 +172,19 @@ class CodeStateCache:
         self._listener: PoolProxiedConnection | None = None
         self._runs: dict[int, _Run] = {}
         self._wanted: set[int] = set()
-        #: Bumped by every run-facts notification: a facts load that saw it change is stale.
-        self._facts_generation = 0
+        #: Run-facts notifications taken so far, and when each run, batch or everything
+        #: last had its facts changed (in that count): a load that began before is stale.
+        self._facts_seq = 0
+        self._changed_all = 0
+        self._changed_run: dict[int, int] = {}
+        self._changed_batch: dict[int, int] = {}
+        self._token = secrets.token_hex(8)
+        self._pings_sent = 0
+        self._ping_sent_at = 0.0
+        #: Answers from memory only until then (monotonic clock): pushed on by each ping back.
+        self._trusted_until = 0.0
         self._closed = False
+        self._failing = False
         self._warned = False
         #: Scans answered from the cache (for tests).
         self.answered = 0
@@ -165,9 +193,10 @@ class CodeStateCache:
 
     def facts(self, run_id: int, serial: int) -> Any:
         """The verdict row of a code, as read_facts would return it; None when the
-        database must be read (run not loaded, serial outside it, no listener)."""
+        database must be read (run not loaded, serial outside it, notifications not
+        known to arrive)."""
         with self._lock:
-            if not self._drain():
+            if not self._drain() or time.monotonic() > self._trusted_until:
                 self._wanted.add(run_id)  # loaded once the listener is (back) up
                 return None
             run = self._runs.get(run_id)
@@ -197,69 +226,65 @@ class CodeStateCache:
                 break
         return row._replace(**changes) if changes else row
 
-    def add_written(self, written: Iterable[Written]) -> None:
-        """This worker's flush committed these scans, per code: (run_id, serial, scans,
-        first scan's time, its county, suspicion), added as the database added them."""
+    def apply_written(self, states: str | None) -> None:
+        """The code states a flush of this worker's wrote, as its statement returned them
+        (the notifications' JSON form). Never raises: a failure drops everything kept."""
+        if not states:
+            return
         with self._lock:
-            for run_id, serial, scans, first_at, region, reason in written:
-                run = self._runs.get(run_id)
-                if run is None:
-                    continue  # its load, begun after this commit, reads the state
-                offset = serial - run.first_serial
-                if not 0 <= offset < len(run.counts):
-                    continue
-                if not run.counts[offset]:
-                    run.first_us[offset] = _micros(first_at)
-                    _put(run.first_regions, offset, region or "")
-                run.counts[offset] += scans
-                if reason and offset not in run.reasons:  # sticky, as in the database
-                    run.reasons[offset] = reason
+            try:
+                self._apply(states)
+            except Exception:
+                log.exception("code-state cache: a flush's states did not apply; dropped")
+                self._drop_listener()
 
     # -- the background side ---------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Take notifications, (re)connect the listener, load wanted runs. Never raises."""
+        """Take notifications, (re)connect the listener, ping, load wanted runs. Never
+        raises."""
         if self._closed:
             return
         with self._maintaining:
             try:
                 if self._listener is None:
                     self._listen()
+                if self._listener is not None:
+                    self._ping()
                 with self._lock:
                     healthy = self._drain()
-                    wanted, self._wanted = self._wanted, set()
-                if healthy:
-                    for run_id in wanted:
-                        self._load(run_id)
+                    wanted: set[int] = set()
+                    if healthy:  # else they wait for the listener to be back
+                        wanted, self._wanted = self._wanted, set()
+                if healthy and self._load_some(wanted):
+                    self._failing = False
             except Exception:
-                log.exception("code-state cache: dropped until the listener is back")
+                # Once per outage, not every tick while the database is away.
+                if not self._failing:
+                    log.exception("code-state cache: dropped until the database answers")
+                self._failing = True
                 with self._lock:
                     self._drop_listener()
 
     def close(self) -> None:
         self._closed = True
-        with self._maintaining, self._lock:
-            self._drop_listener()
+        # Not forever behind a tick stuck on the database (gunicorn's worker exit waits).
+        got = self._maintaining.acquire(timeout=5)
+        try:
+            with self._lock:
+                self._drop_listener()
+        finally:
+            if got:
+                self._maintaining.release()
 
     # -- internals -------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        # Without every trigger of migration 0005 in force, changes would go unnoticed
-        # and a copied code could read "first scan": then the cache stays off.
-        ((triggers,),) = pq.run(self.engine, _TRIGGERS, [])
-        if triggers != TRIGGERS:
-            if not self._warned:
-                log.warning(
-                    "code-state cache off: %d of its %d triggers are in force (migration "
-                    "0005); every scan reads the database",
-                    triggers,
-                    TRIGGERS,
-                )
-                self._warned = True
+        if not self._triggers_in_force(self._send_ping()):
             return
         raw = self.engine.raw_connection()
         try:
-            for channel in (CODE_STATES_CHANNEL, RUN_FACTS_CHANNEL):
+            for channel in _CHANNELS:
                 pq.command(raw, f"LISTEN {channel}".encode())
         except BaseException:
             raw.invalidate()
@@ -268,12 +293,59 @@ class CodeStateCache:
         with self._lock:
             self._runs.clear()
             self._listener = raw
+            # Trusted from the start: every change from now on is notified; the first ping
+            # (next) must come back within the timeout.
+            self._trusted_until = time.monotonic() + self.PING_TIMEOUT
+            self._pings_sent = 0
+
+    def _ping(self) -> None:
+        """Every PING_EVERY: ping ourselves and check the triggers; drop everything if
+        the last ping has not come back in time or a trigger is missing."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = now > self._trusted_until
+        if overdue:
+            log.warning("code-state cache: notifications stopped arriving; dropped")
+            with self._lock:
+                self._drop_listener()
+            return
+        if now - self._ping_sent_at < self.PING_EVERY:
+            return
+        if not self._triggers_in_force(self._send_ping()):
+            with self._lock:
+                self._drop_listener()
+
+    def _send_ping(self) -> int:
+        """Notify ourselves (a ping numbered after the last); the triggers in force."""
+        self._pings_sent += 1
+        self._ping_sent_at = time.monotonic()
+        payload = f"{self._token}:{self._pings_sent}".encode()
+        ((_, triggers),) = pq.run(self.engine, _PING, [payload])
+        return int(triggers)
+
+    def _triggers_in_force(self, triggers: int) -> bool:
+        # Without every trigger of migration 0005 in force, changes would go unnoticed and
+        # a copied code could read "first scan": then the cache stays off.
+        if triggers == TRIGGERS:
+            self._warned = False
+            return True
+        if not self._warned:
+            log.warning(
+                "code-state cache off: %d of its %d triggers are in force (migration 0005); "
+                "every scan reads the database",
+                triggers,
+                TRIGGERS,
+            )
+            self._warned = True
+        return False
 
     def _drop_listener(self) -> None:
-        """Forget everything: without the listener nothing kept can be trusted."""
+        """Forget everything: without the listener nothing kept can be trusted. Called
+        under the lock."""
         self._wanted.update(self._runs)  # loaded again once the listener is back
         self._runs.clear()
-        self._facts_generation += 1
+        self._changed_all = self._facts_seq = self._facts_seq + 1
+        self._trusted_until = 0.0
         raw, self._listener = self._listener, None
         if raw is not None:
             try:
@@ -292,13 +364,13 @@ class CodeStateCache:
         try:
             pgconn.consume_input()
             while (note := pgconn.notifies()) is not None:
-                if note.relname == RUN_FACTS_CHANNEL.encode():
-                    self._facts_generation += 1
-                    for run in self._runs.values():
-                        run.facts = None
-                    self._wanted.update(self._runs)
-                elif note.extra:
-                    self._apply(note.extra.decode())
+                channel, payload = note.relname.decode(), note.extra.decode()
+                if channel == CODE_STATES_CHANNEL:
+                    self._apply(payload)
+                elif channel == RUN_FACTS_CHANNEL:
+                    self._facts_changed(payload)
+                elif channel == PING_CHANNEL and payload == f"{self._token}:{self._pings_sent}":
+                    self._trusted_until = time.monotonic() + self.PING_TIMEOUT
         except Exception:
             log.warning("code-state cache: listener lost; reading the database meanwhile")
             self._drop_listener()
@@ -306,18 +378,65 @@ class CodeStateCache:
         return True
 
     def _apply(self, payload: str) -> None:
-        """A trace_code_states payload (migration 0005). Called under the lock."""
-        for item in payload.split(","):
-            run_id, serial, count, first_us, region, reason = item.split(":", 5)
-            run = self._runs.get(int(run_id))
+        """Code states in the notifications' form (migration 0005): a JSON array of
+        [run_id, serial, count, first scan (microseconds), county, suspicion]. Under the
+        lock."""
+        for run_id, serial, count, first_us, region, reason in json.loads(payload):
+            run = self._runs.get(run_id)
             if run is not None:  # not kept: its load, begun after this, reads the state
-                offset = int(serial) - run.first_serial
-                run.set(offset, int(count), int(first_us or 0), region, reason)
+                run.set(serial - run.first_serial, count, first_us or 0, region, reason)
+
+    def _facts_changed(self, payload: str) -> None:
+        """``run:<id>``, ``batch:<id>`` or ``all`` (migration 0005). Under the lock."""
+        self._facts_seq += 1
+        kind, _, ident = payload.partition(":")
+        if kind == "run":
+            run_id = int(ident)
+            self._changed_run[run_id] = self._facts_seq
+            run = self._runs.get(run_id)
+            if run is not None:
+                run.facts = None
+                self._wanted.add(run_id)
+        elif kind == "batch":
+            batch_id = int(ident)
+            self._changed_batch[batch_id] = self._facts_seq
+            for run_id, run in self._runs.items():
+                if run.facts is not None and run.facts.batch_id == batch_id:
+                    run.facts = None
+                    self._wanted.add(run_id)
+        else:  # all: a TRUNCATE, or code states deleted -- reload everything
+            self._changed_all = self._facts_seq
+            self._wanted.update(self._runs)
+            self._runs.clear()
+
+    def _load_some(self, wanted: set[int]) -> bool:
+        """Load wanted runs for at most LOAD_BUDGET seconds; the rest wait for the next
+        tick. A run that fails to load is asked for again (logged once per outage); False
+        then."""
+        deadline = time.monotonic() + self.LOAD_BUDGET
+        pending = list(wanted)
+        while pending and time.monotonic() < deadline:
+            run_id = pending.pop()
+            try:
+                self._load(run_id)
+            except Exception:
+                # What is kept stays trusted (the listener is fine); this run is read from
+                # the database until a later tick loads it.
+                pending.append(run_id)
+                if not self._failing:
+                    log.exception("code-state cache: loading run %d failed", run_id)
+                self._failing = True
+                with self._lock:
+                    self._wanted.update(pending)
+                return False
+        with self._lock:
+            self._wanted.update(pending)
+        return True
 
     def _load(self, run_id: int) -> None:
         """Load a run's facts and, the first time, its code states."""
         with self._lock:
-            generation = self._facts_generation
+            began = self._facts_seq
         facts = resolve.read_facts(_no_session, run_id, -1, self.engine)
         if facts is None:
             return  # no such run: its scans read the database (and answer counterfeit)
@@ -342,14 +461,19 @@ class CodeStateCache:
             (states,) = pq.run(self.engine, _STATES, args)
         with self._lock:
             if not self._drain() or self._runs.get(run_id) is not run:
-                return  # dropped meanwhile (listener lost, run evicted)
+                return  # dropped meanwhile (listener lost, run evicted, all reset)
             if needs_states:
                 _merge(run, *states)
                 run.loaded = True
-            if self._facts_generation == generation:
+            changed = max(
+                self._changed_all,
+                self._changed_run.get(run_id, 0),
+                self._changed_batch.get(int(facts.batch_id), 0),
+            )
+            if changed <= began:
                 run.facts, run.voids = facts, voids
             else:
-                self._wanted.add(run_id)  # facts changed while loading: again next tick
+                self._wanted.add(run_id)  # its facts changed while loading: again next tick
 
     def _make_room(self, codes: int) -> None:
         """Drop the oldest kept runs until ``codes`` more fit. Called under the lock."""
@@ -372,16 +496,10 @@ def _merge(run: _Run, offsets: str, counts: str, firsts: str, extras: str) -> No
         taken = scans >= run.counts[at]
         run.counts[at[taken]] = scans[taken]
         run.first_us[at[taken]] = first[taken]
-    for item in extras.split(",") if extras else ():
-        offset, scans_text, region, reason = item.split(":", 3)
-        o = int(offset)
-        if 0 <= o < len(run.counts) and run.counts[o] == int(scans_text):
-            _put(run.first_regions, o, region)
-            _put(run.reasons, o, reason)
-
-
-def _micros(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(microseconds=1)
+    for offset, count, region, reason in json.loads(extras):
+        if 0 <= offset < len(run.counts) and run.counts[offset] == count:
+            _put(run.first_regions, offset, region)
+            _put(run.reasons, offset, reason)
 
 
 def _no_session() -> Any:

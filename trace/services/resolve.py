@@ -511,9 +511,9 @@ def resolve(
         return COUNTERFEIT  # before any database access
     pending: Pending | None = None
 
-    kept = buffer.state_cache if buffer is not None else None
-
     def fetch() -> Any:
+        # Looked up here, inside buffer.read(), which has replaced a forked parent's state.
+        kept = buffer.state_cache if buffer is not None else None
         if kept is not None:  # the worker's copy, kept current (services/codestates.py)
             row = kept.facts(code.run_id, code.serial)
             if row is not None:

@@ -172,10 +172,10 @@ def _names(columns: tuple[tuple[str, str], ...]) -> str:
 #: the scans, the code states (ordered: no deadlocks). Rows arrive as two JSON arrays ($1
 #: scans, $2 code states): the statement text is the same for any number of rows
 #: (prepared once per connection), and json.dumps is C code where psycopg's list dumper is
-#: Python per element. Data-modifying CTEs always run; the final SELECT only reports what
-#: was written.
+#: Python per element. Data-modifying CTEs always run; the final SELECT reports what was
+#: written.
 _FLUSH = pq.Statement(
-    b"trace_scan_flush_1",
+    b"trace_scan_flush_2",
     "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v), "
     f"scan AS (INSERT INTO scan_events ({_names(_COLUMNS)}) "
     f"SELECT {_names(_COLUMNS)} FROM {_recordset(_COLUMNS, '$1', 's')} RETURNING 1), "
@@ -190,8 +190,14 @@ _FLUSH = pq.Statement(
     "last_scan_at = greatest(code_states.last_scan_at, excluded.last_scan_at), "
     "last_region_code = coalesce(excluded.last_region_code, code_states.last_region_code), "
     "suspicious_reason = coalesce(code_states.suspicious_reason, excluded.suspicious_reason), "
-    "updated_at = excluded.updated_at RETURNING 1) "
-    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v FROM relaxed",
+    "updated_at = excluded.updated_at RETURNING run_id, serial, scan_count, first_scan_at, "
+    "first_region_code, suspicious_reason) "
+    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM state), relaxed.v, "
+    # The states as written, in the form of migration 0005's notifications: the code-state
+    # cache takes this worker's own writes from here (services/codestates.py).
+    "(SELECT json_agg(json_build_array(run_id, serial, scan_count, "
+    "(extract(epoch FROM first_scan_at) * 1000000)::bigint, first_region_code, "
+    "suspicious_reason))::text FROM state) FROM relaxed",
 )
 #: One row (an array), not n rows: reading 500 rows through a result cost more than this.
 _IDS = text("SELECT array_agg(nextval('scan_events_id_seq')) FROM generate_series(1, :n)")
@@ -235,6 +241,11 @@ class ScanBuffer:
 
     def _reset(self) -> None:
         """Fresh state for the current process (also after a fork)."""
+        inherited = getattr(self, "state_cache", None)
+        if inherited is not None:
+            # The parent's: never used, never collected here -- collecting it would close
+            # the parent's listening connection from this process.
+            _inherited.append(inherited)
         self._forks = _forks[0]
         self._lock = threading.Lock()
         #: Serialises flushes (the thread's, an explicit one, the final one).
@@ -384,7 +395,7 @@ class ScanBuffer:
             return written
 
     def _write(self, taken: list[_Scan]) -> int:
-        committing = written = False
+        committing = False
 
         def commit_begins() -> None:
             # Readers wait only while the COMMIT is under way (until _end_commit): before
@@ -394,28 +405,28 @@ class ScanBuffer:
             self._begin_commit()
             committing = True
 
-        codes = self._codes_of(taken)
+        written: str | None = None
         try:
+            codes = self._codes_of(taken)
             states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(codes)]
             args = [_json([scan.row for scan in taken]), _json(states)]
             try:
-                pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
+                rows = pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
             except pq.ConnectionLost:
                 if committing:
                     raise  # the commit may have happened: a retry could log them twice
                 # Nothing was written. After a server restart every pooled connection is
                 # dead: drop them all and try once more on a fresh one.
                 self.engine.dispose()
-                pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
+                rows = pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
+            written = rows[0][3] or "[]"
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
-        else:
-            written = True
         finally:
             if not committing:  # failed before the commit: nothing was written
                 self._begin_commit()
-            self._end_commit(taken, codes if written else None)
+            self._end_commit(taken, written)
         self.flushed += len(taken)
         return len(taken)
 
@@ -454,15 +465,13 @@ class ScanBuffer:
         with self._stable:
             self._gen += 1
 
-    def _end_commit(self, taken: list[_Scan], written: dict[tuple[int, int], _Code] | None) -> None:
-        """The taken scans are in the database now (or lost): no longer pending. Written
-        ones (per code) go into the code-state cache first, so a reader never finds a scan
-        neither queued nor counted."""
+    def _end_commit(self, taken: list[_Scan], written: str | None) -> None:
+        """The taken scans are in the database now (or lost): no longer pending. The
+        states a successful flush wrote (``written``, as its statement returned them) go
+        into the code-state cache first, so a reader never finds a scan neither queued
+        nor counted."""
         if written is not None and self.state_cache is not None:
-            self.state_cache.add_written(
-                (run_id, serial, c.count, c.first_at, c.first_region, c.reason)
-                for (run_id, serial), c in written.items()
-            )
+            self.state_cache.apply_written(written)  # never raises: the seqlock must end
         with self._lock:
             for scan in taken:
                 if scan.key is None:
@@ -523,6 +532,8 @@ def _run(
 
 
 _buffers: weakref.WeakSet[ScanBuffer] = weakref.WeakSet()
+#: What a forked child inherited and must neither use nor close (see ScanBuffer._reset).
+_inherited: list[Any] = []
 #: Forks this process descends from (counted in the child): a buffer made before the last
 #: fork belongs to the parent.
 _forks = [0]
