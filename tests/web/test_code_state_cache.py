@@ -381,6 +381,23 @@ def test_notifications_that_stop_silently_stop_the_cache(
     assert cache.facts(run, first + 91) is not None
 
 
+def test_a_busy_thread_is_no_sign_of_lost_notifications(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long load keeps the thread from pinging: the cache stops answering until a ping
+    comes back, but drops nothing -- no ping went unanswered."""
+    monkeypatch.setattr(CodeStateCache, "PING_EVERY", 0.05)
+    monkeypatch.setattr(CodeStateCache, "PING_TIMEOUT", 0.3)
+    cache = _loaded(app, client, world, world.citrus_run)
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    cache.maintain()
+    time.sleep(0.5)  # busy: nothing sent
+    assert cache.facts(run, first + 97) is None  # not trusted meanwhile: the database answers
+    cache.maintain()
+    assert cache._listener is not None and run in cache._runs
+    _eventually(lambda: cache.facts(run, first + 97) is not None, "trusted again")
+
+
 def test_a_trigger_switched_off_later_stops_the_cache(
     app: Flask, client: FlaskClient, world: World
 ) -> None:

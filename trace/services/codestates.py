@@ -76,23 +76,33 @@ MAX_CODES = 8_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Migration 0005's triggers.
-TRIGGER_NAMES = (
-    "notify_code_states_insert",
-    "notify_code_states_update",
-    "notify_code_states_reset",
-    "notify_run_facts",
-    "notify_run_facts_truncate",
+#: Migration 0005's triggers, by table.
+_RUN_FACT_TABLES = (
+    "label_runs",
+    "label_voids",
+    "batches",
+    "recalls",
+    "trace_events",
+    "attachments",
 )
-#: Three on code_states, two on each of six run-facts tables.
-TRIGGERS = 3 + 2 * 6
-#: A ping to itself, and the triggers in force (all of migration 0005's, not disabled).
+TRIGGER_PAIRS = (
+    ("code_states", "notify_code_states_insert"),
+    ("code_states", "notify_code_states_update"),
+    ("code_states", "notify_code_states_reset"),
+    *((t, "notify_run_facts") for t in _RUN_FACT_TABLES),
+    *((t, "notify_run_facts_truncate") for t in _RUN_FACT_TABLES),
+)
+TRIGGERS = len(TRIGGER_PAIRS)
+#: A ping to itself, and how many of those triggers fire in this session ('O' origin and
+#: local, 'A' always; 'D' disabled and 'R' replica-only do not).
 _PING = pq.Statement(
-    b"trace_state_ping_1",
+    b"trace_state_ping_2",
     "SELECT pg_notify('" + PING_CHANNEL + "', $1)::text, (SELECT count(*) FROM pg_trigger t "
     "JOIN pg_class c ON c.oid = t.tgrelid "
-    "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled <> 'D' "
-    "AND t.tgname IN (" + ", ".join(f"'{n}'" for n in TRIGGER_NAMES) + "))",
+    "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled IN ('O', 'A') "
+    "AND (c.relname, t.tgname) IN ("
+    + ", ".join(f"('{table}', '{name}')" for table, name in TRIGGER_PAIRS)
+    + "))",
 )
 _VOIDS = pq.Statement(
     b"trace_run_voids_1",
@@ -181,6 +191,8 @@ class CodeStateCache:
         self._token = secrets.token_hex(8)
         self._pings_sent = 0
         self._ping_sent_at = 0.0
+        #: Pings on their way: number -> when sent (monotonic).
+        self._unanswered: dict[int, float] = {}
         #: Answers from memory only until then (monotonic clock): pushed on by each ping back.
         self._trusted_until = 0.0
         self._closed = False
@@ -249,10 +261,12 @@ class CodeStateCache:
             try:
                 if self._listener is None:
                     self._listen()
-                if self._listener is not None:
+                with self._lock:
+                    healthy = self._drain()  # pings come back before they are judged
+                if healthy:
                     self._ping()
                 with self._lock:
-                    healthy = self._drain()
+                    healthy = self._listener is not None
                     wanted: set[int] = set()
                     if healthy:  # else they wait for the listener to be back
                         wanted, self._wanted = self._wanted, set()
@@ -280,8 +294,6 @@ class CodeStateCache:
     # -- internals -------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        if not self._triggers_in_force(self._send_ping()):
-            return
         raw = self.engine.raw_connection()
         try:
             for channel in _CHANNELS:
@@ -291,19 +303,28 @@ class CodeStateCache:
             raw.close()
             raise
         with self._lock:
+            if self._closed:  # close() gave up waiting for this tick
+                raw.invalidate()
+                raw.close()
+                return
             self._runs.clear()
+            self._unanswered.clear()
             self._listener = raw
-            # Trusted from the start: every change from now on is notified; the first ping
-            # (next) must come back within the timeout.
+            # Trusted from the start: every change from now on is notified; the first ping,
+            # sent now, must come back within the timeout.
             self._trusted_until = time.monotonic() + self.PING_TIMEOUT
-            self._pings_sent = 0
+        if not self._triggers_in_force(self._send_ping()):
+            with self._lock:
+                self._drop_listener()
 
     def _ping(self) -> None:
-        """Every PING_EVERY: ping ourselves and check the triggers; drop everything if
-        the last ping has not come back in time or a trigger is missing."""
+        """Every PING_EVERY: ping ourselves and check the triggers. Everything is dropped
+        if a ping sent PING_TIMEOUT ago has not come back (a busy thread that sent none is
+        no sign of loss: facts() just stops trusting until one comes back) or a trigger is
+        missing."""
         now = time.monotonic()
         with self._lock:
-            overdue = now > self._trusted_until
+            overdue = any(now - sent > self.PING_TIMEOUT for sent in self._unanswered.values())
         if overdue:
             log.warning("code-state cache: notifications stopped arriving; dropped")
             with self._lock:
@@ -317,11 +338,25 @@ class CodeStateCache:
 
     def _send_ping(self) -> int:
         """Notify ourselves (a ping numbered after the last); the triggers in force."""
-        self._pings_sent += 1
-        self._ping_sent_at = time.monotonic()
-        payload = f"{self._token}:{self._pings_sent}".encode()
+        with self._lock:
+            self._pings_sent += 1
+            number = self._pings_sent
+            self._ping_sent_at = self._unanswered[number] = time.monotonic()
+        payload = f"{self._token}:{number}".encode()
         ((_, triggers),) = pq.run(self.engine, _PING, [payload])
         return int(triggers)
+
+    def _pinged_back(self, payload: str) -> None:
+        """Our ping ``number`` came back: what was notified before it was sent has arrived,
+        so trust runs PING_TIMEOUT from its sending (not from now: it may have waited in
+        the socket). Under the lock."""
+        token, _, number_text = payload.partition(":")
+        sent = self._unanswered.get(int(number_text)) if token == self._token else None
+        if sent is None:
+            return
+        self._trusted_until = max(self._trusted_until, sent + self.PING_TIMEOUT)
+        for number in [n for n in self._unanswered if n <= int(number_text)]:
+            del self._unanswered[number]
 
     def _triggers_in_force(self, triggers: int) -> bool:
         # Without every trigger of migration 0005 in force, changes would go unnoticed and
@@ -346,6 +381,7 @@ class CodeStateCache:
         self._runs.clear()
         self._changed_all = self._facts_seq = self._facts_seq + 1
         self._trusted_until = 0.0
+        self._unanswered.clear()
         raw, self._listener = self._listener, None
         if raw is not None:
             try:
@@ -369,8 +405,8 @@ class CodeStateCache:
                     self._apply(payload)
                 elif channel == RUN_FACTS_CHANNEL:
                     self._facts_changed(payload)
-                elif channel == PING_CHANNEL and payload == f"{self._token}:{self._pings_sent}":
-                    self._trusted_until = time.monotonic() + self.PING_TIMEOUT
+                elif channel == PING_CHANNEL:
+                    self._pinged_back(payload)
         except Exception:
             log.warning("code-state cache: listener lost; reading the database meanwhile")
             self._drop_listener()
@@ -436,6 +472,10 @@ class CodeStateCache:
     def _load(self, run_id: int) -> None:
         """Load a run's facts and, the first time, its code states."""
         with self._lock:
+            # No other load is under way (maintain is serialised): what changed before
+            # this one began is of no more use.
+            self._changed_run.clear()
+            self._changed_batch.clear()
             began = self._facts_seq
         facts = resolve.read_facts(_no_session, run_id, -1, self.engine)
         if facts is None:
