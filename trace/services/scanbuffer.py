@@ -15,8 +15,10 @@ libpq, trace.pq):
   synchronous write did: audit entries and records keep full durability.
 
 What the shopper sees stays exact for this worker: a code's count is the database's count
-plus this process's queued scans of the code (:meth:`ScanBuffer.read`, which also makes the
-two agree when a flush commits in between); the first scan's time and county, the sticky
+(read, or kept by the code-state cache, services/codestates.py, which a committed flush
+hands its written states before the scans leave the queue) plus this process's queued
+scans of the code (:meth:`ScanBuffer.read`, which also makes the two agree when a flush
+commits in between); the first scan's time and county, the sticky
 suspicion and the last located scan (distance rule) come from the queue too. The other
 workers' queued scans are invisible for up to ``interval`` seconds: two shoppers scanning
 one code in the same few milliseconds on two workers may both read "first scan" -- the same
