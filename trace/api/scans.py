@@ -229,8 +229,7 @@ def resolve_api(code: str, user_agent: str | None, remote_addr: str | None) -> s
 
 def _json(data: dict[str, Any]) -> Response:
     response = cast(Response, current_app.json.response(data))
-    # Every call is a scan: never answer from a cache.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SCAN_HEADERS)  # every call is a scan
     return response
 
 

@@ -118,10 +118,9 @@ class PublicContent:
     """A run's public view of its batch (already filtered by the run's template)."""
 
     data: dict[str, Any]
-    #: Rendered fragments by the web layer (e.g. per language), cached with the content.
-    rendered: dict[str, str] = field(default_factory=dict)
-    #: Whole pages around the per-scan parts, by the web layer (trace.web.consumer.Shell).
-    shells: dict[str, Any] = field(default_factory=dict)
+    #: What the web layer renders of it (fragments per language, the JSON, whole pages
+    #: around the per-scan parts), cached with the content under keys of its own.
+    rendered: dict[str, Any] = field(default_factory=dict)
 
 
 class ContentCache:

@@ -19,6 +19,7 @@ on a slow rural link, tens of KB (tests/web/test_consumer.py holds it under 50 K
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -52,6 +53,7 @@ from trace.api.scans import (
     scan_context,
 )
 from trace.crypto import codes
+from trace.crypto.keyring import Keyring
 from trace.extensions import db, per_app
 from trace.models import Attachment, LabelRun
 from trace.models.enums import RunStatus, ScanChannel, Verdict
@@ -359,19 +361,20 @@ def scan_line(res: resolver.Resolution) -> str:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_TOKEN_PURPOSE = b"trace.scan-token"
+TOKEN_PURPOSE = "scan-token"
 #: 144 bits of HMAC-SHA256: 24 URL-safe characters, no padding.
 _TOKEN_MAC_BYTES = 18
 
 
 def _token_key() -> bytes:
-    """The scan tokens' HMAC key, derived from the app's secret key (once per app)."""
-    return per_app("trace.scan_token_key", _derive_token_key)
+    """The scan tokens' HMAC key: the keyring's key for this purpose (as the IP hash's)."""
+    return _token_key_of(keyring())
 
 
-def _derive_token_key() -> bytes:
-    secret = str(current_app.config["SECRET_KEY"]).encode("utf-8")
-    return hmac.digest(secret, _TOKEN_PURPOSE, "sha256")
+@functools.lru_cache(maxsize=8)
+def _token_key_of(ring: Keyring) -> bytes:
+    # HKDF per scan would be wasted work: the derived key only changes with the keyring.
+    return ring.derive(TOKEN_PURPOSE)
 
 
 def _code_digest(code: str) -> str:
@@ -459,11 +462,6 @@ class Shell:
         return b"".join(out)
 
 
-_SLOT_PATTERN = re.compile(
-    f"({'|'.join(re.escape(s) for s in (VERDICT_SLOT, TOKEN_SLOT, CODE_SLOT))})"
-)
-
-
 def _shell(res: resolver.Resolution, words: dict[str, Any], with_token: bool) -> Shell:
     """The page around the verdict's words, rendered once per content, language, verdict
     and whether it carries a scan token: a whole template render per scan cost a fifth of
@@ -471,7 +469,7 @@ def _shell(res: resolver.Resolution, words: dict[str, Any], with_token: bool) ->
     lang = i18n.current_language()
     key = f"page.{lang}.{words['verdict']}.{int(with_token)}"
     # With the content (same lifetime); pages without content (counterfeit) per app.
-    shells = res.content.shells if res.content is not None else per_app(_SHELLS, dict)
+    shells = res.content.rendered if res.content is not None else per_app(_SHELLS, dict)
     shell = shells.get(key)
     if shell is None:
         shell = shells[key] = Shell.cut(
@@ -514,9 +512,13 @@ def _html(code: str, res: resolver.Resolution, record: scanlog.ScanRecord | None
     )
 
 
+#: A phone page's content type (the fast path writes the same).
+HTML_TYPE = "text/html; charset=utf-8"
+
+
 def _answer(html: bytes) -> Response:
     """A phone page as a Flask response (the fast path writes the same headers)."""
-    return Response(html, mimetype="text/html", headers=SCAN_HEADERS)
+    return Response(html, content_type=HTML_TYPE, headers=SCAN_HEADERS)
 
 
 @bp.get("/q/<code>")
@@ -576,7 +578,7 @@ def locate(code: str) -> Response:
         "warning": _("q.locate.warn") if located.suspicious else "",
     }
     response = cast(Response, current_app.json.response(data))
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SCAN_HEADERS)
     return response
 
 

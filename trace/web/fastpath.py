@@ -31,7 +31,7 @@ from werkzeug.wsgi import get_path_info
 
 from trace.api.scans import JSON_TYPE, SCAN_HEADERS, resolve_api
 from trace.web import i18n
-from trace.web.consumer import phone_scan
+from trace.web.consumer import HTML_TYPE, phone_scan
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -43,7 +43,7 @@ PAGE_PREFIXES = ("/q/", "/Q/")
 #: route's response and the app's after_request hooks give (test_fastpath compares them).
 Kind = tuple[str, tuple[tuple[str, str], ...]]
 _JSON: Kind = (JSON_TYPE, SCAN_HEADERS)
-_HTML: Kind = ("text/html; charset=utf-8", (*SCAN_HEADERS, i18n.VARY_BY_LANGUAGE))
+_HTML: Kind = (HTML_TYPE, (*SCAN_HEADERS, i18n.VARY_BY_LANGUAGE))
 
 Handler = Callable[[str, "WSGIEnvironment"], tuple[bytes, Kind]]
 

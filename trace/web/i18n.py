@@ -79,18 +79,13 @@ def init_app(app: Flask) -> None:
         if chosen in LANGUAGES:
             response.set_cookie(COOKIE, chosen, max_age=365 * 24 * 3600, samesite="Lax")
         if response.mimetype == "text/html":
-            vary_by_language(response)
+            response.vary.update(_LANGUAGE_FROM)  # keeping what else it varies by
         return response
 
 
 #: An HTML page's language follows Accept-Language and the cookie: caches must too.
-VARY_BY_LANGUAGE = ("Vary", "Accept-Language, Cookie")
-
-
-def vary_by_language(response: Response) -> None:
-    """Add VARY_BY_LANGUAGE to a page's response (keeping what else it varies by)."""
-    for name in VARY_BY_LANGUAGE[1].split(", "):
-        response.vary.add(name)
+_LANGUAGE_FROM = ("Accept-Language", "Cookie")
+VARY_BY_LANGUAGE = ("Vary", ", ".join(_LANGUAGE_FROM))
 
 
 @functools.lru_cache(maxsize=512)

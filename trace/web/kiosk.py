@@ -26,7 +26,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from trace.api.scans import client_context, resolve_and_log
+from trace.api.scans import SCAN_HEADERS, client_context, resolve_and_log
 from trace.errors import Unauthenticated
 from trace.extensions import config, db
 from trace.models import Device
@@ -188,5 +188,5 @@ def scan() -> Response:
         "scan_count": res.scan_count,
     }
     response = cast(Response, current_app.json.response(payload))
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SCAN_HEADERS)
     return response
