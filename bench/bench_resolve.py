@@ -279,8 +279,6 @@ class Codes:
     path: Path
     size: int
     offset: int = 0
-    #: Requests sent with codes from this file so far.
-    used: int = 0
 
 
 def wrk(port: int, prefix: str, codes: Codes, seconds: int) -> dict[str, float]:
@@ -309,7 +307,6 @@ def wrk(port: int, prefix: str, codes: Codes, seconds: int) -> dict[str, float]:
     data["errors"] = data["connect"] + data["read"] + data["write"] + data["timeout"]
     data["non2xx"] = data["status"]
     codes.offset = int(data["next"]) % codes.size
-    codes.used += int(data["requests"])
     return data
 
 

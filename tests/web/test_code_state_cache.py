@@ -26,7 +26,7 @@ from trace.app import close_app, create_app
 from trace.config import Config
 from trace.models import LabelRun
 from trace.models.enums import Role
-from trace.services import labels, recalls, resolve
+from trace.services import codestates, labels, recalls, resolve
 from trace.services.actors import Actor
 from trace.services.codestates import CodeStateCache
 from trace.services.resolve import read_facts
@@ -91,6 +91,20 @@ def _admin(world: World) -> Actor:
     return Actor(
         user_id=None, role=Role.ENTERPRISE_ADMIN, enterprise_id=world.demo["enterprise_ids"][0]
     )
+
+
+def _recall(world: World, reason: str, level: str, notice: str) -> None:
+    """A regulator recalls the citrus batch (committed)."""
+    with world.session() as s:
+        recalls.open_recall(
+            s,
+            _admin(world),
+            world.demo["batch_id"],
+            reason=reason,
+            level=level,
+            public_notice=notice,
+        )
+        s.commit()
 
 
 def _loaded(app: Flask, client: FlaskClient, world: World, *runs: int) -> CodeStateCache:
@@ -223,19 +237,36 @@ def test_recalls_voids_and_records_reach_the_cache(
     add_events(world, world.demo["batch_id"], 1)  # the page must show the new record
     assert refreshed(first + 60).events_stamp != before
 
-    with world.session() as s:
-        recalls.open_recall(
-            s,
-            _admin(world),
-            world.demo["batch_id"],
-            reason="农残超标",
-            level="II",
-            public_notice="请停止食用",
-        )
-        s.commit()
+    _recall(world, "农残超标", "II", "请停止食用")
     assert refreshed(first + 70).batch_status == "recalled"
     body = _api(client, world.code(70))
     assert body["verdict"] == "recalled" and body["recall"]["notice"] == "请停止食用"
+
+
+def test_a_change_while_a_run_loads_is_not_lost(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recall committed between the load's read of the run's facts and their install:
+    the load must not install what it read (the notification came before them)."""
+    run, first = world.citrus_run, _first_serial(world, world.citrus_run)
+    _api(client, world.code(0))  # asks for the run
+    real = codestates.resolve.read_facts
+
+    def read_then_recall(*args: Any) -> Any:
+        monkeypatch.setattr(codestates.resolve, "read_facts", real)  # this load only
+        row = real(*args)
+        _recall(world, "抽检不合格", "I", "立即停止销售")
+        time.sleep(0.2)  # its notification is on the socket before the load takes it
+        return row
+
+    monkeypatch.setattr(codestates.resolve, "read_facts", read_then_recall)
+    cache = _cache(app)
+    cache.maintain()
+    row = cache.facts(run, first + 33)
+    assert row is None or row.batch_status == "recalled"
+    cache.maintain()  # loads the facts again
+    assert cache.facts(run, first + 33) == read_facts(_no_session, run, first + 33, _engine(app))
+    assert cache.facts(run, first + 33).batch_status == "recalled"
 
 
 def test_threads_of_one_worker_count_every_scan_once(app: Flask, world: World) -> None:

@@ -63,6 +63,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from trace import pq
 from trace.services import resolve
+from trace.services.scanbuffer import FIRST_SCAN_MICROS
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +94,20 @@ TRIGGER_PAIRS = (
     *((t, "notify_run_facts_truncate") for t in _RUN_FACT_TABLES),
 )
 TRIGGERS = len(TRIGGER_PAIRS)
-#: A ping to itself, and how many of those triggers fire in this session ('O' origin and
-#: local, 'A' always; 'D' disabled and 'R' replica-only do not).
-_PING = pq.Statement(
-    b"trace_state_ping_2",
-    "SELECT pg_notify('" + PING_CHANNEL + "', $1)::text, (SELECT count(*) FROM pg_trigger t "
-    "JOIN pg_class c ON c.oid = t.tgrelid "
+#: How many of those triggers fire in this session ('O' origin and local, 'A' always; 'D'
+#: disabled and 'R' replica-only do not).
+_TRIGGERS_IN_FORCE = (
+    "(SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
     "WHERE c.relnamespace = current_schema()::regnamespace AND t.tgenabled IN ('O', 'A') "
     "AND (c.relname, t.tgname) IN ("
     + ", ".join(f"('{table}', '{name}')" for table, name in TRIGGER_PAIRS)
-    + "))",
+    + "))"
+)
+_TRIGGERS = pq.Statement(b"trace_state_triggers_1", "SELECT " + _TRIGGERS_IN_FORCE)
+#: A ping to itself, and the triggers in force.
+_PING = pq.Statement(
+    b"trace_state_ping_3",
+    "SELECT pg_notify('" + PING_CHANNEL + "', $1)::text, " + _TRIGGERS_IN_FORCE,
 )
 _VOIDS = pq.Statement(
     b"trace_run_voids_1",
@@ -116,8 +121,7 @@ _STATES = pq.Statement(
     b"trace_run_states_2",
     "SELECT coalesce(string_agg((serial - $2)::text, ',' ORDER BY serial), ''), "
     "coalesce(string_agg(scan_count::text, ',' ORDER BY serial), ''), "
-    "coalesce(string_agg(coalesce(((extract(epoch FROM first_scan_at) * 1000000)::bigint)"
-    "::text, '0'), ',' ORDER BY serial), ''), "
+    f"coalesce(string_agg(coalesce({FIRST_SCAN_MICROS}::text, '0'), ',' ORDER BY serial), ''), "
     "coalesce(json_agg(json_build_array(serial - $2, scan_count, first_region_code, "
     "suspicious_reason)) FILTER (WHERE first_region_code IS NOT NULL "
     "OR suspicious_reason IS NOT NULL), '[]')::text "
@@ -182,15 +186,13 @@ class CodeStateCache:
         self._listener: PoolProxiedConnection | None = None
         self._runs: dict[int, _Run] = {}
         self._wanted: set[int] = set()
-        #: Run-facts notifications taken so far, and when each run, batch or everything
-        #: last had its facts changed (in that count): a load that began before is stale.
-        self._facts_seq = 0
-        self._changed_all = 0
-        self._changed_run: dict[int, int] = {}
-        self._changed_batch: dict[int, int] = {}
+        #: The run-facts notifications ("run:<id>", "batch:<id>", "all") taken since the
+        #: current load began (loads run one at a time): a load they name is stale.
+        self._changed: set[str] = set()
         self._token = secrets.token_hex(8)
         self._pings_sent = 0
         self._ping_sent_at = 0.0
+        self._next_listen_at = 0.0
         #: Pings on their way: number -> when sent (monotonic).
         self._unanswered: dict[int, float] = {}
         #: Answers from memory only until then (monotonic clock): pushed on by each ping back.
@@ -294,6 +296,15 @@ class CodeStateCache:
     # -- internals -------------------------------------------------------------------------
 
     def _listen(self) -> None:
+        # At most one attempt per PING_EVERY: not a connection per tick while the database
+        # is away or the triggers are missing.
+        now = time.monotonic()
+        if now < self._next_listen_at:
+            return
+        self._next_listen_at = now + self.PING_EVERY
+        ((triggers,),) = pq.run(self.engine, _TRIGGERS, [])
+        if not self._triggers_in_force(int(triggers)):
+            return
         raw = self.engine.raw_connection()
         try:
             for channel in _CHANNELS:
@@ -313,9 +324,7 @@ class CodeStateCache:
             # Trusted from the start: every change from now on is notified; the first ping,
             # sent now, must come back within the timeout.
             self._trusted_until = time.monotonic() + self.PING_TIMEOUT
-        if not self._triggers_in_force(self._send_ping()):
-            with self._lock:
-                self._drop_listener()
+        self._send_ping()
 
     def _ping(self) -> None:
         """Every PING_EVERY: ping ourselves and check the triggers. Everything is dropped
@@ -379,11 +388,12 @@ class CodeStateCache:
         under the lock."""
         self._wanted.update(self._runs)  # loaded again once the listener is back
         self._runs.clear()
-        self._changed_all = self._facts_seq = self._facts_seq + 1
+        self._changed.add("all")
         self._trusted_until = 0.0
         self._unanswered.clear()
         raw, self._listener = self._listener, None
         if raw is not None:
+            self._next_listen_at = 0.0  # a connection lost: try again at once
             try:
                 raw.invalidate()  # it LISTENs: never back to the pool
                 raw.close()
@@ -424,24 +434,21 @@ class CodeStateCache:
 
     def _facts_changed(self, payload: str) -> None:
         """``run:<id>``, ``batch:<id>`` or ``all`` (migration 0005). Under the lock."""
-        self._facts_seq += 1
+        self._changed.add(payload)
         kind, _, ident = payload.partition(":")
         if kind == "run":
             run_id = int(ident)
-            self._changed_run[run_id] = self._facts_seq
             run = self._runs.get(run_id)
             if run is not None:
                 run.facts = None
                 self._wanted.add(run_id)
         elif kind == "batch":
             batch_id = int(ident)
-            self._changed_batch[batch_id] = self._facts_seq
             for run_id, run in self._runs.items():
                 if run.facts is not None and run.facts.batch_id == batch_id:
                     run.facts = None
                     self._wanted.add(run_id)
         else:  # all: a TRUNCATE, or code states deleted -- reload everything
-            self._changed_all = self._facts_seq
             self._wanted.update(self._runs)
             self._runs.clear()
 
@@ -451,6 +458,7 @@ class CodeStateCache:
         then."""
         deadline = time.monotonic() + self.LOAD_BUDGET
         pending = list(wanted)
+        loaded = True
         while pending and time.monotonic() < deadline:
             run_id = pending.pop()
             try:
@@ -461,22 +469,16 @@ class CodeStateCache:
                 pending.append(run_id)
                 if not self._failing:
                     log.exception("code-state cache: loading run %d failed", run_id)
-                self._failing = True
-                with self._lock:
-                    self._wanted.update(pending)
-                return False
+                self._failing, loaded = True, False
+                break
         with self._lock:
             self._wanted.update(pending)
-        return True
+        return loaded
 
     def _load(self, run_id: int) -> None:
         """Load a run's facts and, the first time, its code states."""
         with self._lock:
-            # No other load is under way (maintain is serialised): what changed before
-            # this one began is of no more use.
-            self._changed_run.clear()
-            self._changed_batch.clear()
-            began = self._facts_seq
+            self._changed.clear()  # what changed before this load is in what it reads
         facts = resolve.read_facts(_no_session, run_id, -1, self.engine)
         if facts is None:
             return  # no such run: its scans read the database (and answer counterfeit)
@@ -505,12 +507,7 @@ class CodeStateCache:
             if needs_states:
                 _merge(run, *states)
                 run.loaded = True
-            changed = max(
-                self._changed_all,
-                self._changed_run.get(run_id, 0),
-                self._changed_batch.get(int(facts.batch_id), 0),
-            )
-            if changed <= began:
+            if self._changed.isdisjoint(("all", f"run:{run_id}", f"batch:{facts.batch_id}")):
                 run.facts, run.voids = facts, voids
             else:
                 self._wanted.add(run_id)  # its facts changed while loading: again next tick

@@ -170,6 +170,9 @@ def _names(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in columns)
 
 
+#: A code state's first scan as microseconds since 1970 UTC (stored naive UTC), the form
+#: the code-state cache keeps (services/codestates.py) and migration 0005 notifies.
+FIRST_SCAN_MICROS = "(extract(epoch FROM first_scan_at) * 1000000)::bigint"
 #: The whole flush in one statement (inside BEGIN ... COMMIT, see _write): relaxed commit,
 #: the scans, the code states (ordered: no deadlocks). Rows arrive as two JSON arrays ($1
 #: scans, $2 code states): the statement text is the same for any number of rows
@@ -198,8 +201,8 @@ _FLUSH = pq.Statement(
     # The states as written, in the form of migration 0005's notifications: the code-state
     # cache takes this worker's own writes from here (services/codestates.py).
     "(SELECT json_agg(json_build_array(run_id, serial, scan_count, "
-    "(extract(epoch FROM first_scan_at) * 1000000)::bigint, first_region_code, "
-    "suspicious_reason))::text FROM state) FROM relaxed",
+    f"{FIRST_SCAN_MICROS}, first_region_code, suspicious_reason))::text FROM state) "
+    "FROM relaxed",
 )
 #: One row (an array), not n rows: reading 500 rows through a result cost more than this.
 _IDS = text("SELECT array_agg(nextval('scan_events_id_seq')) FROM generate_series(1, :n)")
@@ -409,8 +412,7 @@ class ScanBuffer:
 
         written: str | None = None
         try:
-            codes = self._codes_of(taken)
-            states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(codes)]
+            states = [dict(zip(_STATE_NAMES, s, strict=True)) for s in self._states(taken)]
             args = [_json([scan.row for scan in taken]), _json(states)]
             try:
                 rows = pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
@@ -421,7 +423,7 @@ class ScanBuffer:
                 # dead: drop them all and try once more on a fresh one.
                 self.engine.dispose()
                 rows = pq.run(self.engine, _FLUSH, args, before_commit=commit_begins)
-            written = rows[0][3] or "[]"
+            written = rows[0][3]
         except Exception as exc:  # counted and logged; the scans are lost (see module doc)
             scanlog.note_failure(exc, "buffer", count=len(taken))
             return 0
@@ -433,8 +435,8 @@ class ScanBuffer:
         return len(taken)
 
     @staticmethod
-    def _codes_of(taken: list[_Scan]) -> dict[tuple[int, int], _Code]:
-        """The counted scans per code."""
+    def _states(taken: list[_Scan]) -> list[tuple[Any, ...]]:
+        """Code-state rows, one per code, sorted by (run_id, serial)."""
         codes: dict[tuple[int, int], _Code] = {}
         for scan in taken:
             if scan.key is None:
@@ -443,11 +445,6 @@ class ScanBuffer:
             if code is None:
                 code = codes[scan.key] = _Code(scan.at, scan.region, None)
             code.add(scan.at, scan.region, scan.reason)
-        return codes
-
-    @staticmethod
-    def _states(codes: dict[tuple[int, int], _Code]) -> list[tuple[Any, ...]]:
-        """Code-state rows, one per code, sorted by (run_id, serial)."""
         return [
             (
                 run_id,
@@ -469,10 +466,10 @@ class ScanBuffer:
 
     def _end_commit(self, taken: list[_Scan], written: str | None) -> None:
         """The taken scans are in the database now (or lost): no longer pending. The
-        states a successful flush wrote (``written``, as its statement returned them) go
-        into the code-state cache first, so a reader never finds a scan neither queued
-        nor counted."""
-        if written is not None and self.state_cache is not None:
+        states a successful flush wrote (``written``, as its statement returned them; None
+        when nothing was) go into the code-state cache first, so a reader never finds a
+        scan neither queued nor counted."""
+        if self.state_cache is not None:
             self.state_cache.apply_written(written)  # never raises: the seqlock must end
         with self._lock:
             for scan in taken:
